@@ -1,0 +1,3 @@
+#pragma once
+/// Everything in frugal: one umbrella per module.
+#include "frugal/core.hpp"
