@@ -8,13 +8,13 @@
 /// round-to-nearest, ties-to-even, applied as if the target's exponent range were unbounded, then
 /// the result is checked against the largest finite value (IEEE 754-2019 §4.3, §7.4).
 ///
-/// Formats:
-///   Half        IEEE 754 binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits.
-///   BFloat16    the upper half of IEEE 754 binary32: 1 sign, 8 exponent (bias 127), 7 mantissa bits.
-///   Float8E4M3  OCP 8-bit Floating Point Specification (OFP8) v1.0, E4M3: 1 sign, 4 exponent
-///               (bias 7), 3 mantissa bits; no infinities, NaN = S.1111.111, max 448.
-///   Float8E5M2  OFP8 v1.0, E5M2: 1 sign, 5 exponent (bias 15), 2 mantissa bits; IEEE-like with
-///               Inf = S.11111.00 and NaN = S.11111.{01,10,11}, max 57344.
+/// Formats (sign, exponent, mantissa bits; bias):
+///   Half        IEEE 754 binary16: 1, 5, 10; bias 15.
+///   BFloat16    the upper half of IEEE 754 binary32: 1, 8, 7; bias 127.
+///   Float8E4M3  OCP 8-bit Floating Point Specification (OFP8) v1.0, E4M3: 1, 4, 3; bias 7.
+///               No infinities; NaN = S.1111.111; max 448.
+///   Float8E5M2  OFP8 v1.0, E5M2: 1, 5, 2; bias 15. IEEE-like: Inf = S.11111.00,
+///               NaN = S.11111.{01,10,11}; max 57344.
 /// All four have subnormals and a signed zero.
 #include <cstdint>
 #include <type_traits>
