@@ -1,0 +1,197 @@
+// Printers of the cost report: an aligned terminal table and a JSON file written atomically.
+#include "report.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+namespace cost_report {
+namespace {
+
+struct Column {
+  std::string key, header, unit;
+  int decimals;
+  bool scientific;
+};
+
+/// The union of the records' fields, in order of first appearance.
+std::vector<Column> columns_of(const std::vector<Record>& records) {
+  std::vector<Column> cols;
+  for (const Record& r : records) {
+    for (const Field& f : r.fields) {
+      if (!f.in_table) continue;
+      const bool seen =
+          std::any_of(cols.begin(), cols.end(), [&](const Column& c) { return c.key == f.key; });
+      if (!seen) cols.push_back({f.key, f.header, f.unit, f.decimals, f.scientific});
+    }
+  }
+  return cols;
+}
+
+std::string format_value(double v, int decimals, bool scientific) {
+  if (!std::isfinite(v)) return std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf");
+  char buf[64];
+  if (scientific) {
+    if (v == 0) return "0";
+    std::snprintf(buf, sizeof(buf), "%.2e", v);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+  }
+  return buf;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+/// A JSON number with full double precision; NaN and infinities (not JSON) become null.
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+}  // namespace
+
+void print_table(const RunInfo& info, const std::vector<Record>& records) {
+  const std::vector<Column> cols = columns_of(records);
+  // Cells: name column, then one per field; rows 0 and 1 are the header and the units.
+  std::vector<std::vector<std::string>> cells;
+  std::vector<std::string> head = {"format"}, units = {""};
+  for (const Column& c : cols) {
+    head.push_back(c.header);
+    units.push_back(c.unit.empty() ? "" : "(" + c.unit + ")");
+  }
+  cells.push_back(head);
+  cells.push_back(units);
+  for (const Record& r : records) {
+    std::vector<std::string> line = {r.name};
+    for (const Column& c : cols) {
+      auto it = std::find_if(r.fields.begin(), r.fields.end(),
+                             [&](const Field& f) { return f.key == c.key; });
+      line.push_back(it == r.fields.end() ? "-"
+                                          : format_value(it->value, c.decimals, c.scientific));
+    }
+    cells.push_back(line);
+  }
+  std::vector<std::size_t> width(head.size(), 0);
+  for (const auto& line : cells) {
+    for (std::size_t i = 0; i < line.size(); ++i) width[i] = std::max(width[i], line[i].size());
+  }
+
+  std::ostringstream os;
+  const double mib = static_cast<double>(info.params) * 4 / double(1 << 20);
+  os << "frugal cost_report: " << info.params << " parameters (" << format_value(mib, 1, false)
+     << " MiB as f32), " << info.cores << " cores (" << info.cpu_model << "), "
+     << (info.threads == 0 ? std::string("all cores") : std::to_string(info.threads) + " threads")
+     << ", best of " << info.runs << " runs, link " << format_value(info.link_gbps, 1, false)
+     << " GB/s\n";
+  os << "weights: " << info.weights << "\n\n";
+  std::size_t total = 0;
+  for (std::size_t w : width) total += w + 2;
+  for (std::size_t row = 0; row < cells.size(); ++row) {
+    for (std::size_t i = 0; i < cells[row].size(); ++i) {
+      const std::string& s = cells[row][i];
+      const std::string pad(width[i] - s.size(), ' ');
+      os << (i == 0 ? s + pad : "  " + pad + s);  // names left, numbers right
+    }
+    os << "\n";
+    if (row == 1) os << std::string(total - 2, '-') << "\n";
+  }
+  os << "\n";
+  for (const Record& r : records) os << "  " << r.name << ": " << r.description << "\n";
+  if (!info.notes.empty()) os << "\n";
+  for (const std::string& n : info.notes) os << "  " << n << "\n";
+  std::cout << os.str() << std::flush;
+}
+
+void write_json(const std::string& path, const RunInfo& info, const std::vector<Record>& records) {
+  std::ostringstream os;
+  os << "{\n  \"program\": \"cost_report\",\n";
+  os << "  \"machine\": {\"cores\": " << info.cores
+     << ", \"cpu_model\": " << json_string(info.cpu_model) << "},\n";
+  os << "  \"params\": " << info.params << ",\n  \"threads\": " << info.threads
+     << ",\n  \"seed\": " << info.seed << ",\n  \"runs\": " << info.runs
+     << ",\n  \"link_gbps\": " << json_number(info.link_gbps)
+     << ",\n  \"weights\": " << json_string(info.weights) << ",\n";
+  os << "  \"notes\": [";
+  for (std::size_t i = 0; i < info.notes.size(); ++i) {
+    os << (i ? ", " : "") << json_string(info.notes[i]);
+  }
+  os << "],\n";
+  os << "  \"units\": {";
+  const std::vector<Column> cols = columns_of(records);
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    os << (i ? ", " : "") << json_string(cols[i].key) << ": " << json_string(cols[i].unit);
+  }
+  os << "},\n  \"rows\": [\n";
+  for (std::size_t r = 0; r < records.size(); ++r) {
+    os << "    {\"name\": " << json_string(records[r].name)
+       << ", \"description\": " << json_string(records[r].description);
+    for (const Field& f : records[r].fields) {
+      os << ", " << json_string(f.key) << ": " << json_number(f.value);
+    }
+    os << "}" << (r + 1 < records.size() ? "," : "") << "\n";
+  }
+  os << "  ]\n}\n";
+
+  // Atomic replace: a reader sees the old file or the whole new one, never a partial write.
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  fs::path tmp = target;
+  tmp += ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot open " + tmp.string() + " for writing");
+    out << os.str();
+    out.flush();
+    if (!out) {
+      out.close();
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw std::runtime_error("cannot write " + tmp.string());
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw std::runtime_error("cannot rename " + tmp.string() + " to " + path + ": " + ec.message());
+  }
+}
+
+}  // namespace cost_report

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs a libFuzzer binary for a bounded time on a copy of its seed corpus.
+#   fuzz/run.sh <binary> <seconds>
+# Exits non-zero when the fuzzer finds a crash; the reproducer is kept in artifacts/ beside the
+# binary.
+set -euo pipefail
+
+if [ $# -ne 2 ]; then
+  echo "usage: $0 <fuzzer binary> <seconds>" >&2
+  exit 2
+fi
+binary=$1
+seconds=$2
+here=$(cd "$(dirname "$0")" && pwd)
+name=$(basename "$binary")
+seeds="$here/corpus/${name#fuzz_}"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/frugal-$name.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+artifacts="$(cd "$(dirname "$binary")" && pwd)/artifacts"
+mkdir -p "$work/corpus" "$artifacts"
+if [ -d "$seeds" ]; then cp -r "$seeds/." "$work/corpus/"; fi
+
+dict=()
+if [ -f "$here/${name#fuzz_}.dict" ]; then dict=(-dict="$here/${name#fuzz_}.dict"); fi
+
+echo "[fuzz] $name for ${seconds}s on $(ls "$work/corpus" | wc -l) seeds"
+"$binary" "$work/corpus" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 \
+  -timeout=10 -print_final_stats=1 "${dict[@]}" -artifact_prefix="$artifacts/$name-"
