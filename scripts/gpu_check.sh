@@ -17,7 +17,7 @@ bundle=out/gpu_bundle
 pack() {
   local build=build-gpu
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DFRUGAL_WITH_CUDA=ON -DFRUGAL_BUILD_EXAMPLES=ON
+    -DFRUGAL_WITH_CUDA=ON -DFRUGAL_BUILD_EXAMPLES=ON -DFRUGAL_CPU_ARCH=x86-64-v3
   cmake --build "$build" -j "$(nproc)"
   rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib"
   local bins=()

@@ -2,9 +2,10 @@
 // strided inputs. Inputs are built on the host and moved with .to(Device::cuda()).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
-#include <limits>
+#include <string>
 #include <vector>
 
 #include "frugal/core.hpp"
