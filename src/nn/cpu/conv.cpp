@@ -149,8 +149,9 @@ void for_each_block(const Conv2dGeometry& g, const ExecContext& ctx, F&& body) {
   });
 }
 
-/// Copies rows of group `grp` of samples [n0, n0 + cnt) of a (n, c_total, P) tensor into
-/// dst (rows, cnt * P) or back (to_nchw), sample s in columns [s * P, (s + 1) * P).
+/// gather_group copies channels [c0, c0 + rows) of samples [n0, n0 + cnt) of a (n, c_total, P)
+/// tensor into dst (rows, cnt * P), sample s in columns [s * P, (s + 1) * P); scatter_group
+/// copies them back.
 template <class T>
 void gather_group(const T* src, T* dst, int64_t n0, int64_t cnt, int64_t c_total, int64_t c0,
                   int64_t rows, int64_t p) {
