@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "common/check.cuh"
+#include "common/cublas_handle.cuh"
 #include "common/launch.cuh"
 #include "cu_ops.hpp"
 
@@ -20,33 +21,12 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;
 
-/// One cuBLAS handle per host thread and device, destroyed with the thread (cuBLAS handles are
-/// not safe to share between threads that set different streams).
-class HandleCache {
- public:
-  ~HandleCache() {
-    for (int i = 0; i < kMaxDevices; ++i) {
-      if (handles_[i] != nullptr) cublasDestroy(handles_[i]);  // destructor: status ignored
-    }
-  }
-  cublasHandle_t get(cudaStream_t stream) {
-    int dev = 0;
-    FRUGAL_CUDA_CHECK(cudaGetDevice(&dev));
-    FRUGAL_REQUIRE(dev >= 0 && dev < kMaxDevices, "causal_attention", "device index ", dev,
-                   " beyond ", kMaxDevices);
-    if (handles_[dev] == nullptr) FRUGAL_CUBLAS_CHECK(cublasCreate(&handles_[dev]));
-    FRUGAL_CUBLAS_CHECK(cublasSetStream(handles_[dev], stream));
-    return handles_[dev];
-  }
-
- private:
-  static constexpr int kMaxDevices = 64;
-  cublasHandle_t handles_[kMaxDevices] = {};
-};
-
-cublasHandle_t handle_for(cudaStream_t stream) {
-  thread_local HandleCache cache;
-  return cache.get(stream);
+/// The shared cuBLAS handle of the current device and `stream` (common/cublas_handle.cuh); the
+/// lease holds its lock while this op enqueues.
+CublasLease handle_for(cudaStream_t stream) {
+  int device = 0;
+  FRUGAL_CUDA_CHECK(cudaGetDevice(&device));
+  return cublas_handle(device, stream);
 }
 
 /// Row-major batched C_i = alpha op(A_i) op(B_i) + beta C_i, (M x N) = (M x K)(K x N), as the
@@ -200,7 +180,8 @@ void forward_t(ConstTensorView qkv, int64_t num_heads, TensorView out, TensorVie
   split_heads_kernel<T>
       <<<ls.blocks, ls.threads, 0, stream>>>(qkv.data_as<T>(), q, s.b, s.t, s.c, s.h);
   FRUGAL_CUDA_CHECK_LAUNCH();
-  cublasHandle_t handle = handle_for(stream);
+  const CublasLease lease = handle_for(stream);
+  cublasHandle_t handle = lease.get();
   const int t = int(s.t), hd = int(s.hd), batch = int(s.b * s.h);
   const long long st_qkv = (long long)s.t * s.hd, st_p = (long long)s.t * s.t;
   T* p = probs.data_as<T>();
@@ -244,7 +225,8 @@ void backward_t(ConstTensorView g, ConstTensorView qkv, ConstTensorView probs, i
   ls = grid_stride_launch(per);
   split_one_kernel<T><<<ls.blocks, ls.threads, 0, stream>>>(g.data_as<T>(), dy, s.b, s.t, s.c, s.h);
   FRUGAL_CUDA_CHECK_LAUNCH();
-  cublasHandle_t handle = handle_for(stream);
+  const CublasLease lease = handle_for(stream);
+  cublasHandle_t handle = lease.get();
   const int t = int(s.t), hd = int(s.hd), batch = int(s.b * s.h);
   const long long st_qkv = (long long)s.t * s.hd, st_p = (long long)s.t * s.t;
   const T* p = probs.data_as<T>();
