@@ -6,6 +6,11 @@ CUDA_ARCHS ?= 90
 CMAKE_ARGS ?=
 FUZZ_SECONDS ?= 60
 
+# ccache (when installed) hashes paths relative to the checkout, so a fresh clone in another folder
+# reuses the objects of earlier builds on the same machine.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
+
 CONFIGURE = cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
             -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)" $(CMAKE_ARGS)
 
