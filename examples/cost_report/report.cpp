@@ -84,13 +84,23 @@ std::string json_number(double v) {
   return buf;
 }
 
-}  // namespace
-
-void print_table(const RunInfo& info, const std::vector<Record>& records) {
-  const std::vector<Column> cols = columns_of(records);
-  // Cells: name column, then one per field; rows 0 and 1 are the header and the units.
+/// One section's table: name (and variant) columns, then the union of its records' fields.
+void print_section(std::ostringstream& os, const Section& sec, const std::vector<Record>& records) {
+  std::vector<Column> cols = columns_of(records);
+  auto rank = [&](const Column& c) {
+    const auto it = std::find(sec.column_order.begin(), sec.column_order.end(), c.key);
+    return it - sec.column_order.begin();  // unlisted: after every listed key
+  };
+  std::stable_sort(cols.begin(), cols.end(),
+                   [&](const Column& a, const Column& b) { return rank(a) < rank(b); });
+  // Cells: name column (and variant), then one per field; rows 0 and 1 are the header and units.
   std::vector<std::vector<std::string>> cells;
-  std::vector<std::string> head = {"format"}, units = {""};
+  std::vector<std::string> head = {sec.name_header}, units = {""};
+  if (sec.has_variants) {
+    head.push_back("variant");
+    units.push_back("");
+  }
+  const std::size_t lead = head.size();  // left-aligned text columns
   for (const Column& c : cols) {
     head.push_back(c.header);
     units.push_back(c.unit.empty() ? "" : "(" + c.unit + ")");
@@ -99,6 +109,7 @@ void print_table(const RunInfo& info, const std::vector<Record>& records) {
   cells.push_back(units);
   for (const Record& r : records) {
     std::vector<std::string> line = {r.name};
+    if (sec.has_variants) line.push_back(r.variant);
     for (const Column& c : cols) {
       auto it = std::find_if(r.fields.begin(), r.fields.end(),
                              [&](const Field& f) { return f.key == c.key; });
@@ -112,61 +123,101 @@ void print_table(const RunInfo& info, const std::vector<Record>& records) {
     for (std::size_t i = 0; i < line.size(); ++i) width[i] = std::max(width[i], line[i].size());
   }
 
-  std::ostringstream os;
-  const double mib = static_cast<double>(info.params) * 4 / double(1 << 20);
-  os << "frugal cost_report: " << info.params << " parameters (" << format_value(mib, 1, false)
-     << " MiB as f32), " << info.cores << " cores (" << info.cpu_model << "), "
-     << (info.threads == 0 ? std::string("all cores") : std::to_string(info.threads) + " threads")
-     << ", best of " << info.runs << " runs, link " << format_value(info.link_gbps, 1, false)
-     << " GB/s\n";
-  os << "weights: " << info.weights << "\n\n";
+  os << "== " << sec.title << " ==\n";
+  for (const std::string& h : sec.header) os << h << "\n";
+  os << "\n";
   std::size_t total = 0;
   for (std::size_t w : width) total += w + 2;
   for (std::size_t row = 0; row < cells.size(); ++row) {
     for (std::size_t i = 0; i < cells[row].size(); ++i) {
       const std::string& s = cells[row][i];
       const std::string pad(width[i] - s.size(), ' ');
-      os << (i == 0 ? s + pad : "  " + pad + s);  // names left, numbers right
+      const std::string sep = i == 0 ? "" : "  ";
+      os << sep << (i < lead ? s + pad : pad + s);  // names left, numbers right
     }
     os << "\n";
     if (row == 1) os << std::string(total - 2, '-') << "\n";
   }
   os << "\n";
-  for (const Record& r : records) os << "  " << r.name << ": " << r.description << "\n";
-  if (!info.notes.empty()) os << "\n";
-  for (const std::string& n : info.notes) os << "  " << n << "\n";
+  for (const Record& r : records) {
+    os << "  " << r.name << (r.variant.empty() ? "" : " [" + r.variant + "]") << ": "
+       << r.description << "\n";
+  }
+  if (!sec.notes.empty()) os << "\n";
+  for (const std::string& n : sec.notes) os << "  " << n << "\n";
+}
+
+std::vector<Record> records_of(const Section& sec, const std::vector<Record>& records) {
+  std::vector<Record> out;
+  for (const Record& r : records) {
+    if (r.section == sec.key) out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+void print_tables(const RunInfo& info, const std::vector<Section>& sections,
+                  const std::vector<Record>& records) {
+  std::ostringstream os;
+  os << "frugal cost_report: " << info.cores << " cores (" << info.cpu_model << "), "
+     << (info.threads == 0 ? std::string("all cores") : std::to_string(info.threads) + " threads")
+     << ", seed " << info.seed << "\n\n";
+  for (const Section& sec : sections) {
+    const std::vector<Record> mine = records_of(sec, records);
+    if (mine.empty()) continue;
+    print_section(os, sec, mine);
+    os << "\n";
+  }
+  os << "total time " << format_value(info.total_seconds, 1, false) << " s\n";
   std::cout << os.str() << std::flush;
 }
 
-void write_json(const std::string& path, const RunInfo& info, const std::vector<Record>& records) {
+void write_json(const std::string& path, const RunInfo& info, const std::vector<Section>& sections,
+                const std::vector<Record>& records) {
+  auto string_list = [](const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_string(v[i]);
+    return s + "]";
+  };
   std::ostringstream os;
   os << "{\n  \"program\": \"cost_report\",\n";
   os << "  \"machine\": {\"cores\": " << info.cores
      << ", \"cpu_model\": " << json_string(info.cpu_model) << "},\n";
-  os << "  \"params\": " << info.params << ",\n  \"threads\": " << info.threads
-     << ",\n  \"seed\": " << info.seed << ",\n  \"runs\": " << info.runs
-     << ",\n  \"link_gbps\": " << json_number(info.link_gbps)
-     << ",\n  \"weights\": " << json_string(info.weights) << ",\n";
-  os << "  \"notes\": [";
-  for (std::size_t i = 0; i < info.notes.size(); ++i) {
-    os << (i ? ", " : "") << json_string(info.notes[i]);
-  }
-  os << "],\n";
-  os << "  \"units\": {";
-  const std::vector<Column> cols = columns_of(records);
-  for (std::size_t i = 0; i < cols.size(); ++i) {
-    os << (i ? ", " : "") << json_string(cols[i].key) << ": " << json_string(cols[i].unit);
-  }
-  os << "},\n  \"rows\": [\n";
-  for (std::size_t r = 0; r < records.size(); ++r) {
-    os << "    {\"name\": " << json_string(records[r].name)
-       << ", \"description\": " << json_string(records[r].description);
-    for (const Field& f : records[r].fields) {
-      os << ", " << json_string(f.key) << ": " << json_number(f.value);
+  os << "  \"threads\": " << info.threads << ",\n  \"seed\": " << info.seed
+     << ",\n  \"total_seconds\": " << json_number(info.total_seconds) << ",\n";
+  os << "  \"sections\": [\n";
+  bool first_section = true;
+  for (const Section& sec : sections) {
+    const std::vector<Record> mine = records_of(sec, records);
+    if (mine.empty()) continue;
+    os << (first_section ? "" : ",\n") << "    {\"key\": " << json_string(sec.key)
+       << ", \"title\": " << json_string(sec.title)
+       << ",\n     \"header\": " << string_list(sec.header)
+       << ",\n     \"notes\": " << string_list(sec.notes) << ",\n     \"units\": {";
+    first_section = false;
+    // Units of every field, JSON-only ones included.
+    std::vector<std::string> seen;
+    for (const Record& r : mine) {
+      for (const Field& f : r.fields) {
+        if (std::find(seen.begin(), seen.end(), f.key) != seen.end()) continue;
+        os << (seen.empty() ? "" : ", ") << json_string(f.key) << ": " << json_string(f.unit);
+        seen.push_back(f.key);
+      }
     }
-    os << "}" << (r + 1 < records.size() ? "," : "") << "\n";
+    os << "},\n     \"rows\": [\n";
+    for (std::size_t r = 0; r < mine.size(); ++r) {
+      os << "       {\"name\": " << json_string(mine[r].name);
+      if (sec.has_variants) os << ", \"variant\": " << json_string(mine[r].variant);
+      os << ", \"description\": " << json_string(mine[r].description);
+      for (const Field& f : mine[r].fields) {
+        os << ", " << json_string(f.key) << ": " << json_number(f.value);
+      }
+      os << "}" << (r + 1 < mine.size() ? "," : "") << "\n";
+    }
+    os << "     ]}";
   }
-  os << "  ]\n}\n";
+  os << "\n  ]\n}\n";
 
   // Atomic replace: a reader sees the old file or the whole new one, never a partial write.
   namespace fs = std::filesystem;

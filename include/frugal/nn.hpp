@@ -20,3 +20,14 @@
 #include "frugal/nn/batch_norm.hpp"
 #include "frugal/nn/conv.hpp"
 #include "frugal/nn/pool.hpp"
+// Shared models (MLP, digits CNN, GPT presets) and training loops, progress bar, metrics JSON.
+#include "frugal/nn/models.hpp"
+#include "frugal/nn/train.hpp"
+// Low-rank layers: factorized Linear / Conv2d, factorize_model, LoRALinear.
+#include "frugal/nn/lowrank_layers.hpp"
+// Knowledge distillation: teacher cache, FitNets adapter, Distiller (losses: frugal/distill.hpp).
+#include "frugal/nn/distiller.hpp"
+// Pruning: Pruner (masked training), schedules, PruneFinetune, structured removal, SparseLinear.
+#include "frugal/nn/prune_layers.hpp"
+// Synchronous data parallel over a parallel::Communicator (buckets, overlap with backward).
+#include "frugal/nn/data_parallel.hpp"

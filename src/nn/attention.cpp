@@ -86,12 +86,6 @@ CausalSelfAttention::CausalSelfAttention(int64_t dim, int64_t num_heads, uint64_
   c_proj_ = register_module("c_proj", std::make_shared<Linear>(dim, dim, true, seed + 1, dtype));
 }
 
-void CausalSelfAttention::set_context(const ExecContext& ctx) {
-  ctx_ = ctx;
-  c_attn_->set_context(ctx);
-  c_proj_->set_context(ctx);
-}
-
 Tensor CausalSelfAttention::forward(const Tensor& input) {
   FRUGAL_REQUIRE(input.defined(), "CausalSelfAttention::forward", "input is undefined");
   FRUGAL_REQUIRE(input.rank() == 3 && input.dim(2) == dim_, "CausalSelfAttention::forward",

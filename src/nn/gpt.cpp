@@ -28,13 +28,6 @@ MLP::MLP(int64_t dim, uint64_t seed, DType dtype) {
       register_module("c_proj", std::make_shared<Linear>(4 * dim, dim, true, seed + 1, dtype));
 }
 
-void MLP::set_context(const ExecContext& ctx) {
-  ctx_ = ctx;
-  c_fc_->set_context(ctx);
-  gelu_->set_context(ctx);
-  c_proj_->set_context(ctx);
-}
-
 Tensor MLP::forward(const Tensor& input) {
   return c_proj_->forward(gelu_->forward(c_fc_->forward(input)));
 }
@@ -55,14 +48,6 @@ TransformerBlock::TransformerBlock(int64_t dim, int64_t num_heads, uint64_t seed
       register_module("attn", std::make_shared<CausalSelfAttention>(dim, num_heads, seed, dtype));
   ln_2_ = register_module("ln_2", std::make_shared<LayerNorm>(dim, 1e-5, true, dtype));
   mlp_ = register_module("mlp", std::make_shared<MLP>(dim, seed + 2, dtype));
-}
-
-void TransformerBlock::set_context(const ExecContext& ctx) {
-  ctx_ = ctx;
-  ln_1_->set_context(ctx);
-  attn_->set_context(ctx);
-  ln_2_->set_context(ctx);
-  mlp_->set_context(ctx);
 }
 
 Tensor TransformerBlock::forward(const Tensor& input) {
@@ -126,14 +111,6 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     fill_normal(v.view(), 0.f, static_cast<float>(sigma), ctx);
     ctx.offset += philox_counters(v.numel());
   }
-}
-
-void GPT::set_context(const ExecContext& ctx) {
-  ctx_ = ctx;
-  wte_->set_context(ctx);
-  wpe_->set_context(ctx);
-  for (auto& blk : blocks_) blk->set_context(ctx);
-  ln_f_->set_context(ctx);
 }
 
 Tensor GPT::forward(const Tensor& tokens) {

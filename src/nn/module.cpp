@@ -67,6 +67,15 @@ std::vector<NamedBuffer> Module::named_buffers(const std::string& prefix) {
   return out;
 }
 
+void Module::replace_child(std::size_t index, std::shared_ptr<Module> module) {
+  FRUGAL_REQUIRE(index < children_.size(), "Module::replace_child", "index ", index,
+                 " out of range for ", children_.size(), " children");
+  FRUGAL_REQUIRE(module != nullptr, "Module::replace_child", "null module");
+  module->set_context(ctx_);
+  module->train(training_);
+  children_[index].second = std::move(module);
+}
+
 int64_t Module::num_parameters() {
   int64_t n = 0;
   for (Parameter* p : parameters()) n += p->value.numel();

@@ -33,12 +33,8 @@ class ReLU : public Module {
   Tensor forward(const Tensor& input) override;
   Tensor backward(const Tensor& grad_output) override;
   std::string type_name() const override { return "ReLU"; }
-  /// Stream and CPU thread count for this layer's ops.
-  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
-  const ExecContext& context() const { return ctx_; }
 
  private:
-  ExecContext ctx_;
   Tensor input_;
 };
 
@@ -50,13 +46,9 @@ class GELU : public Module {
   Tensor backward(const Tensor& grad_output) override;
   std::string type_name() const override { return "GELU"; }
   GeluApprox approx() const { return approx_; }
-  /// Stream and CPU thread count for this layer's ops.
-  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
-  const ExecContext& context() const { return ctx_; }
 
  private:
   GeluApprox approx_;
-  ExecContext ctx_;
   Tensor input_;
 };
 

@@ -51,14 +51,10 @@ class CausalSelfAttention : public Module {
   int64_t num_heads() const { return num_heads_; }
   Linear& c_attn() { return *c_attn_; }
   Linear& c_proj() { return *c_proj_; }
-  /// Stream and CPU thread count for this layer's ops, the two Linear children included.
-  void set_context(const ExecContext& ctx);
-  const ExecContext& context() const { return ctx_; }
 
  private:
   int64_t dim_, num_heads_;
   std::shared_ptr<Linear> c_attn_, c_proj_;
-  ExecContext ctx_;
   Tensor qkv_, probs_;  // saved by forward
 };
 

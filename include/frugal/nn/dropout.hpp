@@ -50,15 +50,11 @@ class Dropout : public Module {
   uint64_t step() const { return step_; }
   /// Sets the step counter (to resume from a checkpoint).
   void set_step(uint64_t step) { step_ = step; }
-  /// Stream and CPU thread count for this layer's ops (seed and offset fields are unused).
-  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
-  const ExecContext& context() const { return ctx_; }
 
  private:
   double p_;
   uint64_t seed_;
   uint64_t step_ = 0;
-  ExecContext ctx_;
   Tensor mask_;            // u8 keep mask of the last training forward
   bool identity_ = false;  // the last forward was the identity (eval or p = 0)
   bool has_forward_ = false;

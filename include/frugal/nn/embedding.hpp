@@ -40,14 +40,10 @@ class Embedding : public Module {
   int64_t num_embeddings() const { return num_; }
   int64_t dim() const { return dim_; }
   Parameter& weight() { return *weight_; }
-  /// Stream and CPU thread count for this layer's ops (the seed fields are unused).
-  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
-  const ExecContext& context() const { return ctx_; }
 
  private:
   int64_t num_, dim_;
   Parameter* weight_ = nullptr;
-  ExecContext ctx_;
   Tensor ids_;  // saved by forward
 };
 

@@ -44,12 +44,8 @@ class MLP : public Module {
   std::string type_name() const override { return "MLP"; }
   Linear& c_fc() { return *c_fc_; }
   Linear& c_proj() { return *c_proj_; }
-  /// Stream and CPU thread count for every op of this module and its children.
-  void set_context(const ExecContext& ctx);
-  const ExecContext& context() const { return ctx_; }
 
  private:
-  ExecContext ctx_;
   std::shared_ptr<Linear> c_fc_, c_proj_;
   std::shared_ptr<GELU> gelu_;
 };
@@ -66,12 +62,8 @@ class TransformerBlock : public Module {
   CausalSelfAttention& attn() { return *attn_; }
   LayerNorm& ln_2() { return *ln_2_; }
   MLP& mlp() { return *mlp_; }
-  /// Stream and CPU thread count for every op of this module and its children.
-  void set_context(const ExecContext& ctx);
-  const ExecContext& context() const { return ctx_; }
 
  private:
-  ExecContext ctx_;
   std::shared_ptr<LayerNorm> ln_1_, ln_2_;
   std::shared_ptr<CausalSelfAttention> attn_;
   std::shared_ptr<MLP> mlp_;
@@ -100,12 +92,8 @@ class GPT : public Module {
   Embedding& wpe() { return *wpe_; }
   TransformerBlock& block(int64_t i) { return *blocks_.at(static_cast<std::size_t>(i)); }
   LayerNorm& ln_f() { return *ln_f_; }
-  /// Stream and CPU thread count for every op of this module and its children.
-  void set_context(const ExecContext& ctx);
-  const ExecContext& context() const { return ctx_; }
 
  private:
-  ExecContext ctx_;
   GPTConfig config_;
   std::shared_ptr<Embedding> wte_, wpe_;
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;

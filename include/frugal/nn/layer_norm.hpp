@@ -54,16 +54,12 @@ class LayerNorm : public Module {
   /// The weight / bias parameters (null when not affine).
   Parameter* weight() { return weight_; }
   Parameter* bias() { return bias_; }
-  /// Stream and CPU thread count for this layer's ops (the seed fields are unused).
-  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
-  const ExecContext& context() const { return ctx_; }
 
  private:
   int64_t size_;
   double eps_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
-  ExecContext ctx_;
   Tensor x_, mean_, rstd_;  // saved by forward
 };
 

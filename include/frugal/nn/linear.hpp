@@ -53,16 +53,12 @@ class Linear : public Module {
   /// The bias parameter, or nullptr for a layer built with bias = false.
   Parameter* bias() { return bias_; }
 
-  /// Stream and CPU thread count for this layer's ops (the seed fields are unused).
-  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
-  const ExecContext& context() const { return ctx_; }
 
  private:
   int64_t in_features_;
   int64_t out_features_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
-  ExecContext ctx_;
   Tensor input_;     // (N, in), the last forward's input as rows
   Shape out_shape_;  // (..., out) of the last forward
   Shape in_shape_;   // (..., in) of the last forward

@@ -55,6 +55,9 @@ class Module {
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
     return children_;
   }
+  /// Replaces direct child `index` (keeping its name): how model rewrites (low-rank factorization,
+  /// structured pruning, quantized layers) swap a layer for its optimized form.
+  void replace_child(std::size_t index, std::shared_ptr<Module> module);
   /// Number of parameter elements (trainable or not).
   int64_t num_parameters();
 

@@ -1,0 +1,145 @@
+#pragma once
+/// Knowledge-distillation training on nn models: a teacher-output cache on disk, a FitNets
+/// feature adapter, and the Distiller that runs one teacher-student step. The losses themselves
+/// are the tensor API of frugal/distill.hpp (kd_loss, feature_mse, ...): a caller with their own
+/// model calls those directly on logits and features.
+///
+/// A step (Distiller::step):
+///   1. teacher logits: from the cache by the batch's dataset indices, or by running the teacher
+///      forward in eval mode (no backward is ever run through it, so it accumulates no gradient);
+///   2. student forward (layer by layer when a feature hint is configured);
+///   3. loss = alpha * T^2 KL + (1 - alpha) * CE (distill::kd_loss, or kd_loss_topk for a top-k
+///      cache) + hint_weight * MSE(adapter(student hint), teacher hint);
+///   4. student backward (the hint gradient joins at the hint layer), optimizer step.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "frugal/core/tensor.hpp"
+#include "frugal/distill/response.hpp"
+#include "frugal/nn/data.hpp"
+#include "frugal/nn/module.hpp"
+#include "frugal/nn/optim.hpp"
+
+namespace frugal::nn {
+
+/// FitNets adapter (Romero et al. 2015): a learned map from the student's feature width to the
+/// teacher's, trained with the student. A Linear layer for (N, features) hints, a 1x1 Conv2d for
+/// (N, C, H, W) hints.
+class FeatureAdapter : public Module {
+ public:
+  /// (N, in_features) -> (N, out_features) through nn::Linear(in, out) initialised from `seed`.
+  static std::shared_ptr<FeatureAdapter> linear(int64_t in_features, int64_t out_features,
+                                                uint64_t seed = 0, DType dtype = DType::kF32);
+  /// (N, in_channels, H, W) -> (N, out_channels, H, W) through a 1x1 nn::Conv2d.
+  static std::shared_ptr<FeatureAdapter> conv1x1(int64_t in_channels, int64_t out_channels,
+                                                 uint64_t seed = 0, DType dtype = DType::kF32);
+
+  Tensor forward(const Tensor& input) override { return body_->forward(input); }
+  Tensor backward(const Tensor& grad_output) override { return body_->backward(grad_output); }
+  std::string type_name() const override { return "FeatureAdapter"; }
+
+ private:
+  explicit FeatureAdapter(std::shared_ptr<Module> body);
+  std::shared_ptr<Module> body_;
+};
+
+/// Options of TeacherCache::build.
+struct TeacherCacheOptions {
+  int64_t top_k = 0;  ///< 0: store every logit; k > 0: the k largest (distill::topk_teacher)
+  int64_t shard_size = 4096;  ///< examples per safetensors shard, > 0
+  int64_t batch_size = 256;   ///< teacher batch size while building, > 0
+};
+
+/// Teacher outputs computed once per data set and kept on disk as safetensors shards
+/// `<dir>/teacher_<shard>.safetensors` (tensors "values" (n, C or k) f32 and, for top-k, "indices"
+/// (n, k) i64; metadata first, count, classes, top_k), keyed by dataset index: shard s holds
+/// examples [s * shard_size, s * shard_size + count). Opening loads every shard into host memory
+/// (N x k values: a top-16 cache of a million examples is ~200 MB).
+class TeacherCache {
+ public:
+  /// Runs `teacher` in eval mode over `data` in index order and writes the shards into `dir`
+  /// (created if missing; existing shards are overwritten), then opens them. The teacher's mode is
+  /// restored afterwards. Inputs go to the teacher's device; values are stored as f32.
+  /// Throws InvalidArgument ("[TeacherCache::build] ...") for bad options or non-(N, C) output.
+  static TeacherCache build(Module& teacher, const Dataset& data, const std::string& dir,
+                            const TeacherCacheOptions& options = {}, const ExecContext& ctx = {});
+  /// Opens the shards in `dir`. Throws IoError ("[TeacherCache::open] ...") when they are missing,
+  /// unreadable or inconsistent.
+  static TeacherCache open(const std::string& dir);
+
+  int64_t size() const { return size_; }
+  int64_t num_classes() const { return classes_; }
+  /// 0 for a dense cache.
+  int64_t top_k() const { return top_k_; }
+  /// Dense logits (B, C) of dataset examples `indices`, f32 on `device`. Dense caches only.
+  Tensor logits(std::span<const int64_t> indices, Device device = Device::cpu(),
+                const ExecContext& ctx = {}) const;
+  /// Top-k logits of `indices` on `device`. Top-k caches only.
+  distill::TopKLogits topk(std::span<const int64_t> indices, Device device = Device::cpu(),
+                           const ExecContext& ctx = {}) const;
+
+ private:
+  TeacherCache() = default;
+  int64_t size_ = 0;
+  int64_t classes_ = 0;
+  int64_t top_k_ = 0;
+  Tensor values_;   // (size, C or k) f32, host
+  Tensor indices_;  // (size, k) i64, host (top-k only)
+};
+
+/// Options of a Distiller.
+struct DistillerOptions {
+  double temperature = 4.0;  ///< softmax temperature T, > 0
+  double alpha = 0.9;        ///< weight of the KD term; the hard-label CE gets 1 - alpha
+  /// Feature hint (FitNets): the outputs of student layer `hint_student_layer` and teacher layer
+  /// `hint_teacher_layer` (indices into the two Sequential models; -1: no hint) are matched with
+  /// MSE after `adapter` (optional when the shapes already agree), weighted by hint_weight.
+  int hint_student_layer = -1;
+  int hint_teacher_layer = -1;
+  double hint_weight = 1.0;
+  std::shared_ptr<Module> adapter;
+};
+
+/// Losses of one step (as the student saw them before its update).
+struct DistillStepResult {
+  double loss = 0.0;  ///< alpha kd + (1 - alpha) ce + hint_weight hint
+  double kd = 0.0;    ///< T^2 KL batchmean
+  double ce = 0.0;    ///< hard-label cross-entropy
+  double hint = 0.0;  ///< feature MSE (0 without a hint)
+};
+
+/// Teacher-student training steps. The student and teacher are any Modules returning logits
+/// (N, C); a feature hint needs both to be Sequential (the step runs them layer by layer). The
+/// optimizer must hold the student's (and the adapter's) parameters. The models must outlive the
+/// Distiller.
+class Distiller {
+ public:
+  /// `teacher` may be null when a cache is set before the first step. Throws InvalidArgument
+  /// ("[Distiller] ...") for bad options, or a hint on models that are not Sequential.
+  Distiller(std::shared_ptr<Module> student, std::shared_ptr<Module> teacher, Optimizer& optimizer,
+            const DistillerOptions& options = {});
+
+  /// Uses cached teacher outputs (looked up by Batch::indices) instead of running the teacher.
+  /// A hint still needs the teacher (its features are not cached).
+  void set_cache(std::shared_ptr<const TeacherCache> cache) { cache_ = std::move(cache); }
+
+  /// One training step on `batch` (labels: Batch::target, i64 class indices).
+  DistillStepResult step(const Batch& batch);
+
+  const DistillerOptions& options() const { return options_; }
+  /// Stream and CPU thread count of the loss ops.
+  void set_context(const ExecContext& ctx) { ctx_ = ctx; }
+
+ private:
+  std::shared_ptr<Module> student_;
+  std::shared_ptr<Module> teacher_;
+  Optimizer& optimizer_;
+  DistillerOptions options_;
+  std::shared_ptr<const TeacherCache> cache_;
+  ExecContext ctx_;
+};
+
+}  // namespace frugal::nn

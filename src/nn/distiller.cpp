@@ -1,0 +1,311 @@
+// Knowledge-distillation training: FeatureAdapter, TeacherCache and Distiller
+// (include/frugal/nn/distiller.hpp).
+#include "frugal/nn/distiller.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "frugal/core/error.hpp"
+#include "frugal/core/io.hpp"
+#include "frugal/core/ops.hpp"
+#include "frugal/distill/feature.hpp"
+#include "frugal/nn/conv.hpp"
+#include "frugal/nn/linear.hpp"
+
+namespace frugal::nn {
+namespace {
+
+std::string shard_path(const std::string& dir, int64_t shard) {
+  return (std::filesystem::path(dir) / ("teacher_" + std::to_string(shard) + ".safetensors"))
+      .string();
+}
+
+int64_t meta_int(const SafetensorsFile& f, const std::string& key, const std::string& path) {
+  const auto it = f.metadata.find(key);
+  if (it == f.metadata.end()) {
+    ::frugal::detail::fail(ErrorCode::kIoError, "TeacherCache::open", path,
+                           " has no metadata key '", key, "'");
+  }
+  return std::stoll(it->second);
+}
+
+}  // namespace
+
+// ---- FeatureAdapter ------------------------------------------------------------------------
+
+FeatureAdapter::FeatureAdapter(std::shared_ptr<Module> body) : body_(std::move(body)) {
+  register_module("body", body_);
+}
+
+std::shared_ptr<FeatureAdapter> FeatureAdapter::linear(int64_t in_features, int64_t out_features,
+                                                       uint64_t seed, DType dtype) {
+  return std::shared_ptr<FeatureAdapter>(
+      new FeatureAdapter(std::make_shared<Linear>(in_features, out_features, true, seed, dtype)));
+}
+
+std::shared_ptr<FeatureAdapter> FeatureAdapter::conv1x1(int64_t in_channels, int64_t out_channels,
+                                                        uint64_t seed, DType dtype) {
+  return std::shared_ptr<FeatureAdapter>(new FeatureAdapter(
+      std::make_shared<Conv2d>(in_channels, out_channels, Size2{1}, Conv2dOptions{}, seed, dtype)));
+}
+
+// ---- TeacherCache --------------------------------------------------------------------------
+
+TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std::string& dir,
+                                 const TeacherCacheOptions& options, const ExecContext& ctx) {
+  const char* op = "TeacherCache::build";
+  FRUGAL_REQUIRE(options.top_k >= 0, op, "top_k must be >= 0, got ", options.top_k);
+  FRUGAL_REQUIRE(options.shard_size > 0 && options.batch_size > 0, op,
+                 "shard_size and batch_size must be > 0, got ", options.shard_size, " and ",
+                 options.batch_size);
+  FRUGAL_REQUIRE(data.size() > 0, op, "the dataset is empty");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    ::frugal::detail::fail(ErrorCode::kIoError, op, "cannot create ", dir, ": ", ec.message());
+  const bool was_training = teacher.is_training();
+  teacher.eval();
+  const Device device = teacher.device();
+  const int64_t n = data.size();
+  int64_t classes = 0;
+  for (int64_t first = 0, shard = 0; first < n; first += options.shard_size, ++shard) {
+    const int64_t count = std::min(options.shard_size, n - first);
+    std::vector<Tensor> values, indices;
+    for (int64_t lo = first; lo < first + count; lo += options.batch_size) {
+      const int64_t hi = std::min(lo + options.batch_size, first + count);
+      // Inputs stacked like DataLoader does, in index order.
+      Tensor input;
+      {
+        const Example e0 = data.get(lo);
+        Shape s;
+        s.push_back(hi - lo);
+        for (int d = 0; d < e0.input.rank(); ++d) s.push_back(e0.input.dim(d));
+        input = Tensor::empty(s, e0.input.dtype());
+        for (int64_t i = lo; i < hi; ++i) {
+          input.slice(0, i - lo, i - lo + 1).reshape(e0.input.shape()).copy_from(data.get(i).input);
+        }
+      }
+      const Tensor logits = teacher.forward(input.to(device, ctx)).to(DType::kF32, ctx);
+      FRUGAL_REQUIRE(logits.rank() == 2 && logits.dim(0) == hi - lo, op,
+                     "the teacher must return logits (N, C), got shape ", logits.shape());
+      classes = logits.dim(1);
+      FRUGAL_REQUIRE(options.top_k <= classes, op, "top_k ", options.top_k, " exceeds the ",
+                     classes, " classes");
+      if (options.top_k > 0) {
+        const distill::TopKLogits tk = distill::topk_teacher(logits, options.top_k, ctx);
+        values.push_back(tk.values.to(Device::cpu(), ctx));
+        indices.push_back(tk.indices.to(Device::cpu(), ctx));
+      } else {
+        values.push_back(logits.to(Device::cpu(), ctx));
+      }
+    }
+    auto concat = [&](const std::vector<Tensor>& parts) {
+      int64_t rows = 0;
+      for (const Tensor& p : parts) rows += p.dim(0);
+      Tensor out = Tensor::empty({rows, parts[0].dim(1)}, parts[0].dtype());
+      int64_t at = 0;
+      for (const Tensor& p : parts) {
+        out.slice(0, at, at + p.dim(0)).copy_from(p);
+        at += p.dim(0);
+      }
+      return out;
+    };
+    std::map<std::string, Tensor> tensors{{"values", concat(values)}};
+    if (options.top_k > 0) tensors.emplace("indices", concat(indices));
+    save_safetensors(shard_path(dir, shard), tensors,
+                     {{"first", std::to_string(first)},
+                      {"count", std::to_string(count)},
+                      {"total", std::to_string(n)},
+                      {"classes", std::to_string(classes)},
+                      {"top_k", std::to_string(options.top_k)},
+                      {"shard_size", std::to_string(options.shard_size)}});
+  }
+  teacher.train(was_training);
+  return open(dir);
+}
+
+TeacherCache TeacherCache::open(const std::string& dir) {
+  const char* op = "TeacherCache::open";
+  const std::string first_path = shard_path(dir, 0);
+  if (!std::filesystem::exists(first_path)) {
+    ::frugal::detail::fail(ErrorCode::kIoError, op, "no teacher cache in ", dir, " (missing ",
+                           first_path, ")");
+  }
+  TeacherCache c;
+  std::vector<SafetensorsFile> shards;
+  shards.push_back(load_safetensors(first_path));
+  c.size_ = meta_int(shards[0], "total", first_path);
+  c.classes_ = meta_int(shards[0], "classes", first_path);
+  c.top_k_ = meta_int(shards[0], "top_k", first_path);
+  const int64_t shard_size = meta_int(shards[0], "shard_size", first_path);
+  const int64_t num_shards = (c.size_ + shard_size - 1) / shard_size;
+  for (int64_t s = 1; s < num_shards; ++s) shards.push_back(load_safetensors(shard_path(dir, s)));
+  const int64_t width = c.top_k_ > 0 ? c.top_k_ : c.classes_;
+  c.values_ = Tensor::empty({c.size_, width}, DType::kF32);
+  if (c.top_k_ > 0) c.indices_ = Tensor::empty({c.size_, width}, DType::kI64);
+  for (int64_t s = 0; s < num_shards; ++s) {
+    const std::string path = shard_path(dir, s);
+    const SafetensorsFile& f = shards[static_cast<std::size_t>(s)];
+    const int64_t first = meta_int(f, "first", path), count = meta_int(f, "count", path);
+    auto get = [&](const char* name, DType dt) {
+      const auto it = f.tensors.find(name);
+      if (it == f.tensors.end() || it->second.dtype() != dt ||
+          !(it->second.shape() == Shape{count, width}) || first != s * shard_size) {
+        ::frugal::detail::fail(ErrorCode::kIoError, op, path, ": tensor '", name,
+                               "' missing or not (", count, ", ", width, ") ", dtype_name(dt));
+      }
+      return it->second;
+    };
+    c.values_.slice(0, first, first + count).copy_from(get("values", DType::kF32));
+    if (c.top_k_ > 0) {
+      c.indices_.slice(0, first, first + count).copy_from(get("indices", DType::kI64));
+    }
+  }
+  return c;
+}
+
+Tensor TeacherCache::logits(std::span<const int64_t> indices, Device device,
+                            const ExecContext& ctx) const {
+  FRUGAL_REQUIRE(top_k_ == 0, "TeacherCache::logits", "this cache holds top-", top_k_,
+                 " logits; use topk()");
+  return take_rows(values_, indices, ctx).to(device, ctx);
+}
+
+distill::TopKLogits TeacherCache::topk(std::span<const int64_t> indices, Device device,
+                                       const ExecContext& ctx) const {
+  FRUGAL_REQUIRE(top_k_ > 0, "TeacherCache::topk", "this cache holds dense logits; use logits()");
+  return {take_rows(values_, indices, ctx).to(device, ctx),
+          take_rows(indices_, indices, ctx).to(device, ctx)};
+}
+
+// ---- Distiller -----------------------------------------------------------------------------
+
+Distiller::Distiller(std::shared_ptr<Module> student, std::shared_ptr<Module> teacher,
+                     Optimizer& optimizer, const DistillerOptions& options)
+    : student_(std::move(student)),
+      teacher_(std::move(teacher)),
+      optimizer_(optimizer),
+      options_(options) {
+  const char* op = "Distiller";
+  FRUGAL_REQUIRE(student_ != nullptr, op, "the student is null");
+  FRUGAL_REQUIRE(std::isfinite(options.temperature) && options.temperature > 0.0, op,
+                 "temperature must be finite and > 0, got ", options.temperature);
+  FRUGAL_REQUIRE(options.alpha >= 0.0 && options.alpha <= 1.0, op, "alpha must be in [0, 1], got ",
+                 options.alpha);
+  const bool hint = options.hint_student_layer >= 0 || options.hint_teacher_layer >= 0;
+  if (hint) {
+    auto* s = dynamic_cast<Sequential*>(student_.get());
+    auto* t = dynamic_cast<Sequential*>(teacher_.get());
+    FRUGAL_REQUIRE(s != nullptr && t != nullptr, op,
+                   "a feature hint needs a Sequential student and teacher");
+    FRUGAL_REQUIRE(options.hint_student_layer >= 0 &&
+                       static_cast<std::size_t>(options.hint_student_layer) < s->size() &&
+                       options.hint_teacher_layer >= 0 &&
+                       static_cast<std::size_t>(options.hint_teacher_layer) < t->size(),
+                   op, "hint layers (", options.hint_student_layer, ", ",
+                   options.hint_teacher_layer, ") out of range for models of ", s->size(), " and ",
+                   t->size(), " layers");
+    FRUGAL_REQUIRE(options.hint_weight >= 0.0, op, "hint_weight must be >= 0, got ",
+                   options.hint_weight);
+  }
+}
+
+DistillStepResult Distiller::step(const Batch& batch) {
+  const char* op = "Distiller::step";
+  const bool hint = options_.hint_student_layer >= 0;
+  FRUGAL_REQUIRE(teacher_ != nullptr || (cache_ != nullptr && !hint), op,
+                 "no teacher and no cache (a hint always needs the teacher)");
+  const Device device = student_->device();
+  const Tensor input = batch.input.to(device, ctx_);
+  const Tensor labels = batch.target.to(device, ctx_);
+  DistillStepResult res;
+
+  // 1. Teacher: cached logits, or a forward pass in eval mode (with the hint layer's output).
+  Tensor teacher_logits, teacher_hint;
+  distill::TopKLogits teacher_topk;
+  if (cache_ != nullptr && !hint) {
+    if (cache_->top_k() > 0) {
+      teacher_topk = cache_->topk(batch.indices, device, ctx_);
+    } else {
+      teacher_logits = cache_->logits(batch.indices, device, ctx_);
+    }
+  } else {
+    const bool was_training = teacher_->is_training();
+    teacher_->eval();
+    if (hint) {
+      auto& t = static_cast<Sequential&>(*teacher_);
+      Tensor x = input.to(teacher_->device(), ctx_);
+      for (std::size_t i = 0; i < t.size(); ++i) {
+        x = t[i].forward(x);
+        if (static_cast<int>(i) == options_.hint_teacher_layer) teacher_hint = x.to(device, ctx_);
+      }
+      teacher_logits = x.to(device, ctx_);
+    } else {
+      teacher_logits = teacher_->forward(input.to(teacher_->device(), ctx_)).to(device, ctx_);
+    }
+    teacher_->train(was_training);
+  }
+
+  // 2. Student forward.
+  optimizer_.zero_grad(ctx_);
+  if (options_.adapter) options_.adapter->zero_grad(ctx_);
+  Tensor student_logits, student_hint;
+  if (hint) {
+    auto& s = static_cast<Sequential&>(*student_);
+    Tensor x = input;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      x = s[i].forward(x);
+      if (static_cast<int>(i) == options_.hint_student_layer) student_hint = x;
+    }
+    student_logits = x;
+  } else {
+    student_logits = student_->forward(input);
+  }
+  if (teacher_logits.defined() && teacher_logits.dtype() != student_logits.dtype()) {
+    teacher_logits = teacher_logits.to(student_logits.dtype(), ctx_);
+  }
+  if (teacher_topk.values.defined() && teacher_topk.values.dtype() != student_logits.dtype()) {
+    teacher_topk.values = teacher_topk.values.to(student_logits.dtype(), ctx_);
+  }
+
+  // 3. Losses.
+  const distill::KdResult kd =
+      teacher_topk.values.defined()
+          ? distill::kd_loss_topk(student_logits, teacher_topk, labels, options_.temperature,
+                                  options_.alpha, ctx_)
+          : distill::kd_loss(student_logits, teacher_logits, labels, options_.temperature,
+                             options_.alpha, ctx_);
+  res.kd = kd.kd;
+  res.ce = kd.ce;
+  res.loss = kd.loss;
+  Tensor hint_grad;
+  if (hint) {
+    const Tensor adapted =
+        options_.adapter ? options_.adapter->forward(student_hint) : student_hint;
+    const distill::LossResult h =
+        distill::feature_mse(adapted, teacher_hint.to(adapted.dtype(), ctx_), ctx_);
+    res.hint = h.loss;
+    res.loss += options_.hint_weight * h.loss;
+    Tensor g = scale(h.grad_student, options_.hint_weight, ctx_);
+    hint_grad = options_.adapter ? options_.adapter->backward(g) : g;
+  }
+
+  // 4. Student backward (the hint gradient joins at its layer) and the update.
+  if (hint) {
+    auto& s = static_cast<Sequential&>(*student_);
+    Tensor g = kd.grad_student;
+    for (int i = static_cast<int>(s.size()) - 1; i >= 0; --i) {
+      if (i == options_.hint_student_layer) g = add(g, hint_grad, ctx_);
+      g = s[static_cast<std::size_t>(i)].backward(g);
+    }
+  } else {
+    student_->backward(kd.grad_student);
+  }
+  optimizer_.step(ctx_);
+  return res;
+}
+
+}  // namespace frugal::nn

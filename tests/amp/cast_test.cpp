@@ -1,0 +1,356 @@
+// amp::cast on the CPU: every code round-trips, nearest even equals Tensor::to (the float_types.hpp
+// reference), stochastic rounding lands on a neighbour, is unbiased and follows the documented
+// Philox stream, amax equals core abs_max, and bad input fails with "[amp::cast]".
+#include "frugal/amp/cast.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "frugal/core.hpp"
+#include "frugal/core/philox.hpp"
+#include "support/tolerance.hpp"
+
+namespace frugal::amp {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+const DType kTargets[] = {DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2};
+
+void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& op) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected " << error_code_name(code) << " from [" << op << "]";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
+  }
+}
+
+int code_bits(DType t) { return (t == DType::kF16 || t == DType::kBF16) ? 16 : 8; }
+
+float decode(DType t, uint32_t c) {
+  switch (t) {
+    case DType::kF16: return half_bits_to_float(static_cast<uint16_t>(c));
+    case DType::kBF16: return bf16_bits_to_float(static_cast<uint16_t>(c));
+    case DType::kF8E4M3: return e4m3_bits_to_float(static_cast<uint8_t>(c));
+    default: return e5m2_bits_to_float(static_cast<uint8_t>(c));
+  }
+}
+
+std::vector<uint32_t> codes_of(const Tensor& t) {
+  std::vector<uint32_t> c(static_cast<size_t>(t.numel()));
+  const void* p = t.cview().data;
+  for (size_t i = 0; i < c.size(); ++i) {
+    c[i] = t.dtype() == DType::kF16 || t.dtype() == DType::kBF16
+               ? static_cast<const uint16_t*>(p)[i]
+               : static_cast<const uint8_t*>(p)[i];
+  }
+  return c;
+}
+
+// Finite floats spread over many binades (including the f16 / fp8 subnormal ranges), plus specials.
+std::vector<float> wide_values(size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> m(-2.f, 2.f);
+  std::uniform_int_distribution<int> e(-30, 20);
+  std::vector<float> v(n);
+  for (auto& x : v) x = std::ldexp(m(gen), e(gen));
+  return v;
+}
+
+TEST(AmpCast, EveryCodeRoundTrips) {
+  for (DType t : kTargets) {
+    const uint32_t ncodes = 1u << code_bits(t);
+    std::vector<float> x(ncodes);
+    for (uint32_t c = 0; c < ncodes; ++c) x[c] = decode(t, c);
+    const Tensor xt = Tensor::from_vector(x, Shape{static_cast<int64_t>(ncodes)});
+    for (Rounding r : {Rounding::kNearestEven, Rounding::kStochastic}) {
+      CastOptions opt;
+      opt.rounding = r;
+      opt.overflow = Overflow::kNonSaturate;  // keeps ±Inf codes as they are
+      const std::vector<uint32_t> back = codes_of(cast(xt.cview(), t, opt).out);
+      for (uint32_t c = 0; c < ncodes; ++c) {
+        if (std::isnan(x[c])) {
+          EXPECT_TRUE(std::isnan(decode(t, back[c]))) << dtype_name(t) << " code " << c;
+          EXPECT_EQ(std::signbit(decode(t, back[c])), std::signbit(x[c]));
+        } else {
+          ASSERT_EQ(back[c], c) << dtype_name(t) << " rounding " << int(r);
+        }
+      }
+    }
+  }
+}
+
+TEST(AmpCast, SaturateClampsOverflowAndInf) {
+  const Tensor x = Tensor::from_vector(std::vector<float>{1e6f, -1e6f, kInf, -kInf, kNaN},
+                                       Shape{5});
+  const float maxes[] = {kMaxHalf, 3.3895313892515355e38f, kMaxE4M3, kMaxE5M2};
+  for (int k = 0; k < 4; ++k) {
+    CastOptions opt;
+    opt.overflow = Overflow::kSaturate;
+    const std::vector<uint32_t> c = codes_of(cast(x.cview(), kTargets[k], opt).out);
+    const float big = k == 1 ? maxes[1] : maxes[k];
+    if (k != 1) {  // 1e6 is finite in bf16
+      EXPECT_EQ(decode(kTargets[k], c[0]), big);
+      EXPECT_EQ(decode(kTargets[k], c[1]), -big);
+    }
+    EXPECT_EQ(decode(kTargets[k], c[2]), big);
+    EXPECT_EQ(decode(kTargets[k], c[3]), -big);
+    EXPECT_TRUE(std::isnan(decode(kTargets[k], c[4])));
+  }
+}
+
+TEST(AmpCast, NearestEvenMatchesTensorTo) {
+  std::vector<float> v = wide_values(1 << 18, 7);
+  const float specials[] = {0.f, -0.f, kInf, -kInf, kNaN, 65504.f, 65519.f, 65520.f, 448.f,
+                            464.f, 465.f, 57344.f, 61439.f, 61440.f, 1e-40f, -1e-45f};
+  v.insert(v.end(), std::begin(specials), std::end(specials));
+  const Tensor x = Tensor::from_vector(v, Shape{static_cast<int64_t>(v.size())});
+  for (DType t : kTargets) {
+    CastOptions opt;
+    // Tensor::to: IEEE (non-saturating) f16 / bf16, saturating fp8.
+    opt.overflow = code_bits(t) == 16 ? Overflow::kNonSaturate : Overflow::kSaturate;
+    EXPECT_EQ(codes_of(cast(x.cview(), t, opt).out), codes_of(x.to(t))) << dtype_name(t);
+  }
+}
+
+TEST(AmpCast, BranchlessSixteenBitPathsMatchReferenceOnRandomBitPatterns) {
+  // Every float class: random 32-bit patterns (NaNs, Infs, subnormals, all exponents).
+  std::mt19937 gen(11);
+  std::vector<float> v(1 << 20);
+  for (auto& x : v) {
+    const uint32_t u = gen();
+    std::memcpy(&x, &u, 4);
+  }
+  const Tensor x = Tensor::from_vector(v, Shape{static_cast<int64_t>(v.size())});
+  for (Overflow ov : {Overflow::kNonSaturate, Overflow::kSaturate}) {
+    CastOptions opt;
+    opt.overflow = ov;
+    const auto h = codes_of(cast(x.cview(), DType::kF16, opt).out);
+    const auto b = codes_of(cast(x.cview(), DType::kBF16, opt).out);
+    for (size_t i = 0; i < v.size(); ++i) {
+      ASSERT_EQ(h[i], (frugal::detail::float_to_small_float_bits<5, 10, true>(v[i], ov, 0x7E00u)))
+          << v[i];
+      ASSERT_EQ(b[i], (frugal::detail::float_to_small_float_bits<8, 7, true>(v[i], ov, 0x7FC0u)))
+          << v[i];
+    }
+  }
+}
+
+TEST(AmpCast, ScaleIsAppliedBeforeTheCast) {
+  const std::vector<float> v = wide_values(4096, 3);
+  const Tensor x = Tensor::from_vector(v, Shape{4096});
+  const float s = 0.0625f * 3.f;
+  std::vector<float> xs(v.size());
+  for (size_t i = 0; i < v.size(); ++i) xs[i] = v[i] * s;
+  const Tensor xst = Tensor::from_vector(xs, Shape{4096});
+  for (DType t : {DType::kF8E4M3, DType::kF8E5M2}) {
+    CastOptions opt;
+    opt.scale = s;
+    opt.compute_amax = true;
+    const CastResult r = cast(x.cview(), t, opt);
+    EXPECT_EQ(codes_of(r.out), codes_of(xst.to(t)));
+    EXPECT_EQ(r.amax, abs_max(x.cview()).to_vector<float>()[0]);  // amax of the unscaled input
+  }
+}
+
+TEST(AmpCast, AmaxEqualsCoreAbsMax) {
+  Tensor x = testing::random_uniform(Shape{3, 100003}, 5, -7.f, 9.f);
+  CastOptions opt;
+  opt.compute_amax = true;
+  const float expected = abs_max(x.cview()).to_vector<float>()[0];
+  for (DType t : kTargets) EXPECT_EQ(cast(x.cview(), t, opt).amax, expected);
+  opt.compute_amax = false;
+  EXPECT_EQ(cast(x.cview(), DType::kBF16, opt).amax, 0.f);  // not computed
+  x.view().data_as<float>()[123456] = kNaN;
+  opt.compute_amax = true;
+  EXPECT_TRUE(std::isnan(abs_max(x.cview()).to_vector<float>()[0]));
+  EXPECT_TRUE(std::isnan(cast(x.cview(), DType::kF8E4M3, opt).amax));
+}
+
+TEST(AmpCast, AmaxDoesNotDependOnThreadCount) {
+  const Tensor x = testing::random_uniform(Shape{1 << 20}, 9, -3.f, 3.f);
+  CastOptions opt;
+  opt.compute_amax = true;
+  opt.rounding = Rounding::kStochastic;
+  ExecContext one;
+  one.num_threads = 1;
+  one.seed = 4;
+  ExecContext all;
+  all.seed = 4;
+  const CastResult a = cast(x.cview(), DType::kBF16, opt, one);
+  const CastResult b = cast(x.cview(), DType::kBF16, opt, all);
+  EXPECT_EQ(a.amax, b.amax);
+  EXPECT_EQ(codes_of(a.out), codes_of(b.out));
+}
+
+// The two representable neighbours of x in format t, as codes: the RNE result r and the code on
+// the other side of x.
+bool is_neighbour(DType t, float x, uint32_t got) {
+  const Tensor xt = Tensor::from_vector(std::vector<float>{x}, Shape{1});
+  CastOptions opt;
+  opt.overflow = Overflow::kNonSaturate;
+  const uint32_t r = codes_of(cast(xt.cview(), t, opt).out)[0];
+  const float rv = decode(t, r);
+  if (got == r) return true;
+  if (rv == x) return false;
+  // Moving the magnitude code by one moves away from (up) or toward (down) zero.
+  const uint32_t other = std::fabs(rv) < std::fabs(x) ? r + 1 : r - 1;
+  return got == other;
+}
+
+TEST(AmpCast, StochasticResultIsAlwaysANeighbour) {
+  const std::vector<float> v = wide_values(20000, 13);
+  const Tensor x = Tensor::from_vector(v, Shape{20000});
+  for (DType t : kTargets) {
+    CastOptions opt;
+    opt.rounding = Rounding::kStochastic;
+    opt.overflow = Overflow::kNonSaturate;
+    ExecContext ctx;
+    ctx.seed = 99;
+    const auto c = codes_of(cast(x.cview(), t, opt, ctx).out);
+    for (size_t i = 0; i < v.size(); ++i) {
+      // Values beyond the range have no upper neighbour; skip them.
+      if (std::fabs(v[i]) >= (t == DType::kF8E4M3 ? 448.f : t == DType::kF16 ? 65504.f
+                                                    : t == DType::kF8E5M2 ? 57344.f : 1e38f)) {
+        continue;
+      }
+      ASSERT_TRUE(is_neighbour(t, v[i], c[i])) << dtype_name(t) << " x=" << v[i];
+    }
+  }
+}
+
+TEST(AmpCast, StochasticFollowsThePhiloxStream) {
+  // Independent check of the documented rule for bf16 normals: the upper neighbour iff the low 16
+  // bits of lane i % 4 of philox_block(seed, offset, i) are below the 16 dropped bits.
+  const Tensor x = testing::random_uniform(Shape{4099}, 17, 0.5f, 4.f);
+  ExecContext ctx;
+  ctx.seed = 0x1234567890ull;
+  ctx.offset = 77;
+  CastOptions opt;
+  opt.rounding = Rounding::kStochastic;
+  const auto c = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
+  const auto v = x.to_vector<float>();
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    const uint32_t rnd = lane(philox_block(ctx.seed, ctx.offset, i), static_cast<int>(i % 4));
+    const uint32_t expected = (u >> 16) + (((rnd & 0xFFFFu) < (u & 0xFFFFu)) ? 1u : 0u);
+    ASSERT_EQ(c[i], expected) << i;
+  }
+}
+
+TEST(AmpCast, StochasticIsUnbiased) {
+  // n draws of one value: the mean of the decoded results has expectation x and standard
+  // deviation ulp * sqrt(p (1 - p) / n) <= ulp / (2 sqrt(n)); allow 6 of those (a false failure
+  // has probability below 1e-8 per case).
+  const int64_t n = 1 << 18;
+  struct Case {
+    DType t;
+    float x;
+  };
+  const Case cases[] = {{DType::kBF16, 1.f + 0.3f / 128.f}, {DType::kF16, 1.f / 3.f},
+                        {DType::kF8E4M3, 0.1f},            {DType::kF8E5M2, -1000.7f},
+                        {DType::kF8E4M3, 1.1e-3f},  // an E4M3 subnormal
+                        {DType::kF16, 3e-7f}};      // an f16 subnormal
+  for (const Case& cs : cases) {
+    const Tensor x = Tensor::full(Shape{n}, cs.x);
+    CastOptions opt;
+    opt.rounding = Rounding::kStochastic;
+    ExecContext ctx;
+    ctx.seed = 2024;
+    const auto c = codes_of(cast(x.cview(), cs.t, opt, ctx).out);
+    double sum = 0;
+    double lo = 1e300, hi = -1e300;
+    for (uint32_t k : c) {
+      const double d = decode(cs.t, k);
+      sum += d;
+      lo = std::min(lo, d);
+      hi = std::max(hi, d);
+    }
+    const double ulp = hi - lo;
+    ASSERT_GT(ulp, 0.0) << "both neighbours should appear";
+    EXPECT_NEAR(sum / n, cs.x, 6.0 * ulp / (2.0 * std::sqrt(double(n)))) << dtype_name(cs.t);
+  }
+}
+
+TEST(AmpCast, StochasticSeedAndOffsetDetermineTheBits) {
+  const Tensor x = testing::random_uniform(Shape{10000}, 21, -2.f, 2.f);
+  CastOptions opt;
+  opt.rounding = Rounding::kStochastic;
+  ExecContext a;
+  a.seed = 5;
+  ExecContext b = a;
+  b.offset = philox_counters(10000);
+  ExecContext c = a;
+  c.seed = 6;
+  for (DType t : kTargets) {
+    const auto ra = codes_of(cast(x.cview(), t, opt, a).out);
+    EXPECT_EQ(ra, codes_of(cast(x.cview(), t, opt, a).out));
+    EXPECT_NE(ra, codes_of(cast(x.cview(), t, opt, b).out));
+    EXPECT_NE(ra, codes_of(cast(x.cview(), t, opt, c).out));
+  }
+}
+
+TEST(AmpCast, EmptyInput) {
+  const Tensor x = Tensor::empty(Shape{0, 3});
+  CastOptions opt;
+  opt.compute_amax = true;
+  const CastResult r = cast(x.cview(), DType::kBF16, opt);
+  EXPECT_EQ(r.out.numel(), 0);
+  EXPECT_EQ(r.out.dtype(), DType::kBF16);
+}
+
+TEST(AmpCast, BadInput) {
+  const Tensor x = testing::random_uniform(Shape{4, 5}, 1);
+  for (float s : {0.f, -1.f, kNaN, kInf}) {
+    CastOptions opt;
+    opt.scale = s;
+    expect_error([&] { cast(x.cview(), DType::kBF16, opt); }, ErrorCode::kInvalidArgument,
+                 "amp::cast");
+  }
+  for (DType t : {DType::kF32, DType::kF64, DType::kI8}) {
+    expect_error([&] { cast(x.cview(), t); }, ErrorCode::kInvalidArgument, "amp::cast");
+  }
+  const Tensor xd = x.to(DType::kF64);
+  expect_error([&] { cast(xd.cview(), DType::kBF16); }, ErrorCode::kInvalidArgument, "amp::cast");
+  const Tensor xb = x.to(DType::kBF16);
+  expect_error([&] { cast(xb.cview(), DType::kF16); }, ErrorCode::kInvalidArgument, "amp::cast");
+  const Tensor xt = x.transpose(0, 1);
+  expect_error([&] { cast(xt.cview(), DType::kBF16); }, ErrorCode::kInvalidArgument, "amp::cast");
+}
+
+}  // namespace
+}  // namespace frugal::amp
+
+namespace frugal::amp {
+namespace {
+
+TEST(AmpCast, CastIntoEqualsCast) {
+  const Tensor x = testing::random_uniform(Shape{3, 1000}, 8, -100.f, 100.f);
+  CastOptions opt;
+  opt.compute_amax = true;
+  opt.scale = 2.f;
+  Tensor out = Tensor::empty(Shape{3, 1000}, DType::kF8E5M2);
+  const CastResult r = cast(x.cview(), DType::kF8E5M2, opt);
+  EXPECT_EQ(cast_into(x.cview(), out.view(), opt), r.amax);
+  EXPECT_EQ(codes_of(out), codes_of(r.out));
+  Tensor wrong = Tensor::empty(Shape{3000}, DType::kF8E5M2);
+  expect_error([&] { cast_into(x.cview(), wrong.view(), opt); }, ErrorCode::kInvalidArgument,
+               "amp::cast");
+  Tensor bad_dtype = Tensor::empty(Shape{3, 1000}, DType::kI8);
+  expect_error([&] { cast_into(x.cview(), bad_dtype.view(), opt); }, ErrorCode::kInvalidArgument,
+               "amp::cast");
+}
+
+}  // namespace
+}  // namespace frugal::amp
