@@ -93,23 +93,25 @@ const struct {
 [[maybe_unused]] const bool registered = [] {
   using frugal::amp::Rounding;
   benchmark::RegisterBenchmark("amp_stream_copy", BM_AmpStreamCopy)
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   for (const auto& t : kTargets) {
     for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
                             std::pair{Rounding::kStochastic, "stochastic"}}) {
-      benchmark::RegisterBenchmark(
-          (std::string("amp_cast_into/") + t.name + "/" + rname).c_str(),
-          [t, r](benchmark::State& s) { run_cast(s, t.t, r, false); })
-          ->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark((std::string("amp_cast_into/") + t.name + "/" + rname).c_str(),
+                                   [t, r](benchmark::State& s) { run_cast(s, t.t, r, false); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
-    benchmark::RegisterBenchmark((std::string("amp_cast_amax/") + t.name).c_str(),
-                                 [t](benchmark::State& s) {
-                                   run_cast(s, t.t, frugal::amp::Rounding::kNearestEven, true);
-                                 })
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+    benchmark::RegisterBenchmark(
+        (std::string("amp_cast_amax/") + t.name).c_str(),
+        [t](benchmark::State& s) { run_cast(s, t.t, frugal::amp::Rounding::kNearestEven, true); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   benchmark::RegisterBenchmark("amp_unscale_and_check", BM_AmpUnscaleAndCheck)
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   return true;
 }();
 

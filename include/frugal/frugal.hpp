@@ -1,5 +1,6 @@
 #pragma once
 /// Everything in frugal: one umbrella per module.
+#include "frugal/amp.hpp"
 #include "frugal/core.hpp"
 #include "frugal/distill.hpp"
 #include "frugal/lowrank.hpp"

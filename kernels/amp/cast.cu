@@ -82,15 +82,22 @@ float amp_cast(ConstTensorView x, TensorView out, int format, int rounding, int 
     FRUGAL_CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(unsigned int), stream_of(ctx)));
   }
   switch (format) {
-    case kFmtF16: launch<kFmtF16>(x, out, sr, ov, scale, amax, ctx); break;
-    case kFmtBF16: launch<kFmtBF16>(x, out, sr, ov, scale, amax, ctx); break;
-    case kFmtE4M3: launch<kFmtE4M3>(x, out, sr, ov, scale, amax, ctx); break;
-    default: launch<kFmtE5M2>(x, out, sr, ov, scale, amax, ctx); break;
+    case kFmtF16:
+      launch<kFmtF16>(x, out, sr, ov, scale, amax, ctx);
+      break;
+    case kFmtBF16:
+      launch<kFmtBF16>(x, out, sr, ov, scale, amax, ctx);
+      break;
+    case kFmtE4M3:
+      launch<kFmtE4M3>(x, out, sr, ov, scale, amax, ctx);
+      break;
+    default:
+      launch<kFmtE5M2>(x, out, sr, ov, scale, amax, ctx);
+      break;
   }
   if (!compute_amax) return 0.f;
   unsigned int h = 0;
-  FRUGAL_CUDA_CHECK(
-      cudaMemcpyAsync(&h, amax, sizeof(h), cudaMemcpyDeviceToHost, stream_of(ctx)));
+  FRUGAL_CUDA_CHECK(cudaMemcpyAsync(&h, amax, sizeof(h), cudaMemcpyDeviceToHost, stream_of(ctx)));
   FRUGAL_CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
   return h > 0x7F800000u ? std::numeric_limits<float>::quiet_NaN()
                          : frugal::detail::bit_cast<float>(h);

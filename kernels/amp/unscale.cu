@@ -25,8 +25,8 @@ void amp_unscale_check(TensorView g, float inv_scale, TensorView flags, int64_t 
                        const ExecContext& ctx) {
   const int64_t n = g.numel();
   const LaunchShape ls = grid_stride_launch(n);
-  unscale_kernel<<<ls.blocks, ls.threads, 0, stream_of(ctx)>>>(
-      g.data_as<float>(), n, inv_scale, flags.data_as<int32_t>() + index);
+  unscale_kernel<<<ls.blocks, ls.threads, 0, stream_of(ctx)>>>(g.data_as<float>(), n, inv_scale,
+                                                               flags.data_as<int32_t>() + index);
   FRUGAL_CUDA_CHECK_LAUNCH();
 }
 

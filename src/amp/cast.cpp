@@ -20,11 +20,20 @@ int check_cast(ConstTensorView x, DType to, const CastOptions& opt) {
   FRUGAL_REQUIRE(x.is_contiguous(), kOp, "input must be contiguous");
   int format = -1;
   switch (to) {
-    case DType::kF16: format = detail::kFmtF16; break;
-    case DType::kBF16: format = detail::kFmtBF16; break;
-    case DType::kF8E4M3: format = detail::kFmtE4M3; break;
-    case DType::kF8E5M2: format = detail::kFmtE5M2; break;
-    default: break;
+    case DType::kF16:
+      format = detail::kFmtF16;
+      break;
+    case DType::kBF16:
+      format = detail::kFmtBF16;
+      break;
+    case DType::kF8E4M3:
+      format = detail::kFmtE4M3;
+      break;
+    case DType::kF8E5M2:
+      format = detail::kFmtE5M2;
+      break;
+    default:
+      break;
   }
   FRUGAL_REQUIRE(format >= 0, kOp, "unsupported cast f32 -> ", dtype_name(to),
                  " (targets: f16, bf16, f8_e4m3, f8_e5m2)");
@@ -37,7 +46,8 @@ float run_cast(ConstTensorView x, TensorView out, int format, const CastOptions&
                const ExecContext& ctx) {
   if (x.numel() == 0) return 0.f;
   switch (x.device.kind) {
-    case DeviceKind::kCpu: return cpu::amp_cast(x, out, format, opt, ctx);
+    case DeviceKind::kCpu:
+      return cpu::amp_cast(x, out, format, opt, ctx);
     case DeviceKind::kCuda:
       return cu::amp_cast(x, out, format, static_cast<int>(opt.rounding),
                           static_cast<int>(opt.overflow), opt.scale, opt.compute_amax, ctx);
@@ -55,8 +65,7 @@ CastResult cast(ConstTensorView x, DType to, const CastOptions& opt, const ExecC
   return r;
 }
 
-float cast_into(ConstTensorView x, TensorView out, const CastOptions& opt,
-                const ExecContext& ctx) {
+float cast_into(ConstTensorView x, TensorView out, const CastOptions& opt, const ExecContext& ctx) {
   const int format = check_cast(x, out.dtype, opt);
   FRUGAL_REQUIRE(out.shape == x.shape, kOp, "out shape differs from the input shape");
   FRUGAL_REQUIRE(out.device == x.device, kOp, "out is on another device than the input");

@@ -12,11 +12,11 @@ namespace frugal::amp::detail {
 // Format codes shared by the CPU and CUDA backends.
 enum Format : int { kFmtF16 = 0, kFmtBF16 = 1, kFmtE4M3 = 2, kFmtE5M2 = 3 };
 
-// fp32 -> code with stochastic rounding: the dropped bits `rem` (shift of them) get a random
-// integer below 2^shift added and the sum is truncated, i.e. round up iff r < rem with r uniform on
-// [0, 2^shift): probability rem / 2^shift. r is the low `shift` bits of the 32-bit word `rnd`; for
-// shift > 32 the comparison is r32 < ceil(rem / 2^(shift - 32)). Layout as in
-// float_types.hpp's float_to_small_float_bits.
+// fp32 -> code with stochastic rounding: a random integer r below 2^shift is added to the `shift`
+// dropped bits `rem` and the sum truncated, i.e. round up iff r + rem >= 2^shift, probability
+// rem / 2^shift. r is the low `shift` bits of the 32-bit word `rnd`; for shift > 32, r = rnd is
+// added to ceil(rem / 2^(shift - 32)) at 32 bits. Layout as in float_types.hpp's
+// float_to_small_float_bits.
 template <int kExp, int kMan, bool kHasInf>
 FRUGAL_INLINE constexpr uint32_t float_to_small_float_bits_sr(float f, Overflow policy,
                                                               uint32_t nan_code, uint32_t rnd) {
@@ -48,11 +48,11 @@ FRUGAL_INLINE constexpr uint32_t float_to_small_float_bits_sr(float f, Overflow 
   bool up;
   if (shift <= 32) {
     const uint64_t r = static_cast<uint64_t>(rnd) & ((uint64_t{1} << shift) - 1u);
-    up = r < rem;
+    up = ((r + rem) >> shift) != 0;
   } else {
     const int k = shift - 32;
     const uint64_t thr = (rem + (uint64_t{1} << k) - 1u) >> k;
-    up = static_cast<uint64_t>(rnd) < thr;
+    up = ((static_cast<uint64_t>(rnd) + thr) >> 32) != 0;
   }
   code += up ? 1u : 0u;
   if (code > kMaxCode) code = overflow_code;
@@ -116,6 +116,19 @@ FRUGAL_INLINE uint16_t f16_rne_branchless(uint32_t u, bool saturate) {
   m = a >= (143u << 23) ? 0x7C00u : m;  // |x| >= 65536 (and Inf): past the largest finite
   m = saturate && m > 0x7BFFu ? 0x7BFFu : m;
   m = a > 0x7F800000u ? 0x7E00u : m;
+  return static_cast<uint16_t>(s | m);
+}
+
+// Branchless stochastic fp32 -> bf16 (same bits as encode_sr<kFmtBF16>): bf16 keeps fp32's
+// exponent range, so 16 bits are dropped for every finite input, normal or subnormal; adding the
+// low 16 random bits and truncating carries into the exponent exactly as the generic code does
+// (up to Inf, which saturation clamps). NaN is replaced by the canonical quiet NaN.
+FRUGAL_INLINE constexpr uint16_t bf16_sr_branchless(uint32_t u, uint32_t rnd, bool saturate) {
+  const uint32_t a = u & 0x7FFFFFFFu;
+  const uint32_t s = (u >> 16) & 0x8000u;
+  uint32_t m = (a + (rnd & 0xFFFFu)) >> 16;
+  m = saturate && m > 0x7F7Fu ? 0x7F7Fu : m;
+  m = a > 0x7F800000u ? 0x7FC0u : m;
   return static_cast<uint16_t>(s | m);
 }
 

@@ -22,9 +22,9 @@ DynamicLossScaler::DynamicLossScaler(LossScalerOptions opt) : opt_(opt) {
   FRUGAL_REQUIRE(opt.growth_interval >= 1, kOp, "growth_interval must be >= 1, got ",
                  opt.growth_interval);
   FRUGAL_REQUIRE(opt.hysteresis >= 1, kOp, "hysteresis must be >= 1, got ", opt.hysteresis);
-  FRUGAL_REQUIRE(std::isfinite(opt.min_scale) && opt.min_scale > 0.f &&
-                     opt.min_scale <= opt.init_scale,
-                 kOp, "min_scale must be in (0, init_scale], got ", opt.min_scale);
+  FRUGAL_REQUIRE(
+      std::isfinite(opt.min_scale) && opt.min_scale > 0.f && opt.min_scale <= opt.init_scale, kOp,
+      "min_scale must be in (0, init_scale], got ", opt.min_scale);
   state_ = {opt.init_scale, 0, opt.hysteresis};
 }
 

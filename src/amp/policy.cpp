@@ -12,11 +12,15 @@ AutocastPolicy default_policy(DType low) {
   AutocastPolicy p;
   p.low = low;
   p.low_precision = {
-      {OpClass::kGemm, true},       {OpClass::kConv, true},
+      {OpClass::kGemm, true},
+      {OpClass::kConv, true},
       {OpClass::kAttentionProduct, true},
-      {OpClass::kSoftmax, false},   {OpClass::kLogSoftmax, false},
-      {OpClass::kLoss, false},      {OpClass::kNorm, false},
-      {OpClass::kReduction, false}, {OpClass::kExpLog, false},
+      {OpClass::kSoftmax, false},
+      {OpClass::kLogSoftmax, false},
+      {OpClass::kLoss, false},
+      {OpClass::kNorm, false},
+      {OpClass::kReduction, false},
+      {OpClass::kExpLog, false},
       {OpClass::kElementwise, false},
   };
   return p;

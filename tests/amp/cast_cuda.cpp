@@ -35,8 +35,8 @@ Tensor random_bits(int64_t n, uint32_t seed) {
 
 TEST(AmpCastCuda, BitsEqualCpuForEveryMode) {
   FRUGAL_REQUIRE_GPU();
-  const Tensor xs[] = {random_bits(100003, 1), testing::random_uniform(Shape{517, 33}, 2, -500.f,
-                                                                        500.f)};
+  const Tensor xs[] = {random_bits(100003, 1),
+                       testing::random_uniform(Shape{517, 33}, 2, -500.f, 500.f)};
   for (const Tensor& x : xs) {
     const Tensor xg = x.to(Device::cuda());
     for (DType t : {DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2}) {

@@ -3,6 +3,8 @@
 // Philox stream, amax equals core abs_max, and bad input fails with "[amp::cast]".
 #include "frugal/amp/cast.hpp"
 
+#include "amp/cast_bits.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,10 +41,14 @@ int code_bits(DType t) { return (t == DType::kF16 || t == DType::kBF16) ? 16 : 8
 
 float decode(DType t, uint32_t c) {
   switch (t) {
-    case DType::kF16: return half_bits_to_float(static_cast<uint16_t>(c));
-    case DType::kBF16: return bf16_bits_to_float(static_cast<uint16_t>(c));
-    case DType::kF8E4M3: return e4m3_bits_to_float(static_cast<uint8_t>(c));
-    default: return e5m2_bits_to_float(static_cast<uint8_t>(c));
+    case DType::kF16:
+      return half_bits_to_float(static_cast<uint16_t>(c));
+    case DType::kBF16:
+      return bf16_bits_to_float(static_cast<uint16_t>(c));
+    case DType::kF8E4M3:
+      return e4m3_bits_to_float(static_cast<uint8_t>(c));
+    default:
+      return e5m2_bits_to_float(static_cast<uint8_t>(c));
   }
 }
 
@@ -91,8 +97,8 @@ TEST(AmpCast, EveryCodeRoundTrips) {
 }
 
 TEST(AmpCast, SaturateClampsOverflowAndInf) {
-  const Tensor x = Tensor::from_vector(std::vector<float>{1e6f, -1e6f, kInf, -kInf, kNaN},
-                                       Shape{5});
+  const Tensor x =
+      Tensor::from_vector(std::vector<float>{1e6f, -1e6f, kInf, -kInf, kNaN}, Shape{5});
   const float maxes[] = {kMaxHalf, 3.3895313892515355e38f, kMaxE4M3, kMaxE5M2};
   for (int k = 0; k < 4; ++k) {
     CastOptions opt;
@@ -111,8 +117,8 @@ TEST(AmpCast, SaturateClampsOverflowAndInf) {
 
 TEST(AmpCast, NearestEvenMatchesTensorTo) {
   std::vector<float> v = wide_values(1 << 18, 7);
-  const float specials[] = {0.f, -0.f, kInf, -kInf, kNaN, 65504.f, 65519.f, 65520.f, 448.f,
-                            464.f, 465.f, 57344.f, 61439.f, 61440.f, 1e-40f, -1e-45f};
+  const float specials[] = {0.f,   -0.f,  kInf,  -kInf,   kNaN,    65504.f, 65519.f, 65520.f,
+                            448.f, 464.f, 465.f, 57344.f, 61439.f, 61440.f, 1e-40f,  -1e-45f};
   v.insert(v.end(), std::begin(specials), std::end(specials));
   const Tensor x = Tensor::from_vector(v, Shape{static_cast<int64_t>(v.size())});
   for (DType t : kTargets) {
@@ -123,7 +129,7 @@ TEST(AmpCast, NearestEvenMatchesTensorTo) {
   }
 }
 
-TEST(AmpCast, BranchlessSixteenBitPathsMatchReferenceOnRandomBitPatterns) {
+TEST(AmpCast, BranchlessPathsMatchReferenceOnRandomBitPatterns) {
   // Every float class: random 32-bit patterns (NaNs, Infs, subnormals, all exponents).
   std::mt19937 gen(11);
   std::vector<float> v(1 << 20);
@@ -137,11 +143,15 @@ TEST(AmpCast, BranchlessSixteenBitPathsMatchReferenceOnRandomBitPatterns) {
     opt.overflow = ov;
     const auto h = codes_of(cast(x.cview(), DType::kF16, opt).out);
     const auto b = codes_of(cast(x.cview(), DType::kBF16, opt).out);
+    const auto e4 = codes_of(cast(x.cview(), DType::kF8E4M3, opt).out);
+    const auto e5 = codes_of(cast(x.cview(), DType::kF8E5M2, opt).out);
     for (size_t i = 0; i < v.size(); ++i) {
       ASSERT_EQ(h[i], (frugal::detail::float_to_small_float_bits<5, 10, true>(v[i], ov, 0x7E00u)))
           << v[i];
       ASSERT_EQ(b[i], (frugal::detail::float_to_small_float_bits<8, 7, true>(v[i], ov, 0x7FC0u)))
           << v[i];
+      ASSERT_EQ(e4[i], float_to_e4m3_bits(v[i], ov)) << v[i];
+      ASSERT_EQ(e5[i], float_to_e5m2_bits(v[i], ov)) << v[i];
     }
   }
 }
@@ -220,8 +230,10 @@ TEST(AmpCast, StochasticResultIsAlwaysANeighbour) {
     const auto c = codes_of(cast(x.cview(), t, opt, ctx).out);
     for (size_t i = 0; i < v.size(); ++i) {
       // Values beyond the range have no upper neighbour; skip them.
-      if (std::fabs(v[i]) >= (t == DType::kF8E4M3 ? 448.f : t == DType::kF16 ? 65504.f
-                                                    : t == DType::kF8E5M2 ? 57344.f : 1e38f)) {
+      if (std::fabs(v[i]) >= (t == DType::kF8E4M3   ? 448.f
+                              : t == DType::kF16    ? 65504.f
+                              : t == DType::kF8E5M2 ? 57344.f
+                                                    : 1e38f)) {
         continue;
       }
       ASSERT_TRUE(is_neighbour(t, v[i], c[i])) << dtype_name(t) << " x=" << v[i];
@@ -230,8 +242,8 @@ TEST(AmpCast, StochasticResultIsAlwaysANeighbour) {
 }
 
 TEST(AmpCast, StochasticFollowsThePhiloxStream) {
-  // Independent check of the documented rule for bf16 normals: the upper neighbour iff the low 16
-  // bits of lane i % 4 of philox_block(seed, offset, i) are below the 16 dropped bits.
+  // Independent check of the documented rule for bf16 normals: the low 16 bits of lane i % 4 of
+  // philox_block(seed, offset, i) are added to the 16 dropped bits and the sum truncated.
   const Tensor x = testing::random_uniform(Shape{4099}, 17, 0.5f, 4.f);
   ExecContext ctx;
   ctx.seed = 0x1234567890ull;
@@ -244,7 +256,7 @@ TEST(AmpCast, StochasticFollowsThePhiloxStream) {
     uint32_t u;
     std::memcpy(&u, &v[i], 4);
     const uint32_t rnd = lane(philox_block(ctx.seed, ctx.offset, i), static_cast<int>(i % 4));
-    const uint32_t expected = (u >> 16) + (((rnd & 0xFFFFu) < (u & 0xFFFFu)) ? 1u : 0u);
+    const uint32_t expected = (u + (rnd & 0xFFFFu)) >> 16;
     ASSERT_EQ(c[i], expected) << i;
   }
 }
@@ -258,8 +270,10 @@ TEST(AmpCast, StochasticIsUnbiased) {
     DType t;
     float x;
   };
-  const Case cases[] = {{DType::kBF16, 1.f + 0.3f / 128.f}, {DType::kF16, 1.f / 3.f},
-                        {DType::kF8E4M3, 0.1f},            {DType::kF8E5M2, -1000.7f},
+  const Case cases[] = {{DType::kBF16, 1.f + 0.3f / 128.f},
+                        {DType::kF16, 1.f / 3.f},
+                        {DType::kF8E4M3, 0.1f},
+                        {DType::kF8E5M2, -1000.7f},
                         {DType::kF8E4M3, 1.1e-3f},  // an E4M3 subnormal
                         {DType::kF16, 3e-7f}};      // an f16 subnormal
   for (const Case& cs : cases) {
@@ -350,6 +364,37 @@ TEST(AmpCast, CastIntoEqualsCast) {
   Tensor bad_dtype = Tensor::empty(Shape{3, 1000}, DType::kI8);
   expect_error([&] { cast_into(x.cview(), bad_dtype.view(), opt); }, ErrorCode::kInvalidArgument,
                "amp::cast");
+}
+
+}  // namespace
+}  // namespace frugal::amp
+
+namespace frugal::amp {
+namespace {
+
+TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
+  // The CPU's vectorized bf16 stochastic path must give the bits of the generic integer
+  // conversion (detail::encode_sr) that the CUDA kernel runs, on every class of input.
+  std::mt19937 gen(23);
+  std::vector<float> v(1 << 18);
+  for (auto& x : v) {
+    const uint32_t u = gen();
+    std::memcpy(&x, &u, 4);
+  }
+  const Tensor x = Tensor::from_vector(v, Shape{static_cast<int64_t>(v.size())});
+  ExecContext ctx;
+  ctx.seed = 8;
+  ctx.offset = 3;
+  for (Overflow ov : {Overflow::kNonSaturate, Overflow::kSaturate}) {
+    CastOptions opt;
+    opt.rounding = Rounding::kStochastic;
+    opt.overflow = ov;
+    const auto c = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint32_t rnd = lane(philox_block(ctx.seed, ctx.offset, i), static_cast<int>(i % 4));
+      ASSERT_EQ(c[i], detail::encode_sr<detail::kFmtBF16>(v[i], ov, rnd)) << v[i];
+    }
+  }
 }
 
 }  // namespace

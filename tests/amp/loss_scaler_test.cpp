@@ -80,17 +80,17 @@ TEST(LossScaler, HysteresisAndMinScaleTrace) {
   run_trace(opt, {
                      {F, 8.f, false, false, false},
                      {F, 8.f, false, false, false},
-                     {F, 16.f, false, false, true},   // 3 finite steps: grow
-                     {I, 16.f, true, false, false},   // tolerated (hysteresis 2 -> 1)
+                     {F, 16.f, false, false, true},  // 3 finite steps: grow
+                     {I, 16.f, true, false, false},  // tolerated (hysteresis 2 -> 1)
                      {F, 16.f, false, false, false},
-                     {I, 8.f, true, true, false},     // hysteresis used up: back off
-                     {I, 4.f, true, true, false},     // stays used up until the next growth
+                     {I, 8.f, true, true, false},  // hysteresis used up: back off
+                     {I, 4.f, true, true, false},  // stays used up until the next growth
                      {I, 2.f, true, true, false},
-                     {I, 2.f, true, false, false},    // clamped at min_scale
+                     {I, 2.f, true, false, false},  // clamped at min_scale
                      {F, 2.f, false, false, false},
                      {F, 2.f, false, false, false},
-                     {F, 4.f, false, false, true},    // growth restores the hysteresis
-                     {I, 4.f, true, false, false},    // tolerated again
+                     {F, 4.f, false, false, true},  // growth restores the hysteresis
+                     {I, 4.f, true, false, false},  // tolerated again
                      {F, 4.f, false, false, false},
                      {F, 4.f, false, false, false},
                      {F, 8.f, false, false, true},
@@ -146,8 +146,10 @@ TEST(LossScaler, NamesTheFirstNonFiniteTensorAndUnscalesAll) {
   Tensor d = Tensor::full(Shape{0}, 8.f);
   c.view().data_as<float>()[199999] = kNaN;
   b.view().data_as<float>()[20] = -kInf;
-  const UnscaleResult r = s.unscale_and_check(
-      {{"layer0.w", a.view()}, {"layer1.w", b.view()}, {"empty", d.view()}, {"layer2.b", c.view()}});
+  const UnscaleResult r = s.unscale_and_check({{"layer0.w", a.view()},
+                                               {"layer1.w", b.view()},
+                                               {"empty", d.view()},
+                                               {"layer2.b", c.view()}});
   EXPECT_TRUE(r.found_inf);
   EXPECT_EQ(r.first_nonfinite, "layer1.w");
   EXPECT_EQ(r.num_nonfinite_tensors, 2);
@@ -208,12 +210,18 @@ TEST(LossScaler, BadInput) {
   expect_error([&] { s.load_state({1.f, -1, 1}); }, ErrorCode::kInvalidArgument, op);
   expect_error([&] { s.load_state({1.f, 0, 2}); }, ErrorCode::kInvalidArgument, op);
   Tensor g64 = Tensor::zeros(Shape{4}, DType::kF64);
-  expect_error([&] { s.unscale_and_check({{"g", g64.view()}}); }, ErrorCode::kInvalidArgument,
-               "amp::unscale_and_check");
+  expect_error(
+      [&] {
+        s.unscale_and_check({{"g", g64.view()}});
+      },
+      ErrorCode::kInvalidArgument, "amp::unscale_and_check");
   Tensor g = Tensor::zeros(Shape{4, 3});
   Tensor gt = g.transpose(0, 1);
-  expect_error([&] { s.unscale_and_check({{"g", gt.view()}}); }, ErrorCode::kInvalidArgument,
-               "amp::unscale_and_check");
+  expect_error(
+      [&] {
+        s.unscale_and_check({{"g", gt.view()}});
+      },
+      ErrorCode::kInvalidArgument, "amp::unscale_and_check");
 }
 
 }  // namespace

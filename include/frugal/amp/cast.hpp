@@ -10,8 +10,8 @@
 ///                 and the sum is truncated (round toward zero on the magnitude): the result is one
 ///                 of the two neighbours of x, the upper with probability exactly rem / 2^shift,
 ///                 i.e. proportional to proximity, so E[result] = x. r is the low `shift` bits of
-///                 32-bit Philox lane i (stream of philox.hpp, ctx.seed, ctx.offset). When more than
-///                 32 bits are dropped (values far below the target's smallest subnormal) the
+///                 32-bit Philox lane i (stream of philox.hpp, ctx.seed, ctx.offset). When more
+///                 than 32 bits are dropped (values far below the target's smallest subnormal) the
 ///                 probability is rem / 2^shift rounded up to a multiple of 2^-32.
 /// Overflow: kSaturate clamps finite overflow and ±Inf to ±max finite; kNonSaturate gives ±Inf
 /// (f16, bf16, E5M2) or NaN (E4M3). NaN stays NaN in every mode.
@@ -32,8 +32,8 @@ enum class Rounding : uint8_t {
 struct CastOptions {
   Rounding rounding = Rounding::kNearestEven;  ///< rounding of the dropped bits
   Overflow overflow = Overflow::kSaturate;     ///< what values beyond max finite become
-  float scale = 1.f;           ///< the cast rounds x * scale (one fp32 multiply); > 0, finite
-  bool compute_amax = false;   ///< also return max |x| of the input (before scaling)
+  float scale = 1.f;          ///< the cast rounds x * scale (one fp32 multiply); > 0, finite
+  bool compute_amax = false;  ///< also return max |x| of the input (before scaling)
 };
 
 /// Result of amp::cast.

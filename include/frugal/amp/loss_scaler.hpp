@@ -13,18 +13,18 @@ namespace frugal::amp {
 
 /// Options of DynamicLossScaler; the defaults are PyTorch GradScaler's plus DeepSpeed's min_scale.
 struct LossScalerOptions {
-  float init_scale = 65536.f;     ///< initial scale, 2^16
-  float growth_factor = 2.f;      ///< scale *= growth_factor after growth_interval finite steps
-  float backoff_factor = 0.5f;    ///< scale *= backoff_factor on an overflow that backs off
-  int64_t growth_interval = 2000; ///< consecutive finite steps before growing
-  int hysteresis = 1;             ///< overflows tolerated (DeepSpeed): back off on the hysteresis-th
-  float min_scale = 1.f;          ///< the scale never backs off below this
+  float init_scale = 65536.f;      ///< initial scale, 2^16
+  float growth_factor = 2.f;       ///< scale *= growth_factor after growth_interval finite steps
+  float backoff_factor = 0.5f;     ///< scale *= backoff_factor on an overflow that backs off
+  int64_t growth_interval = 2000;  ///< consecutive finite steps before growing
+  int hysteresis = 1;     ///< overflows tolerated (DeepSpeed): back off on the hysteresis-th
+  float min_scale = 1.f;  ///< the scale never backs off below this
 };
 
 /// Outcome of unscale_and_check.
 struct UnscaleResult {
-  bool found_inf = false;        ///< some gradient held Inf or NaN (tested on the scaled input)
-  std::string first_nonfinite;   ///< name of the first such tensor in the given order, or ""
+  bool found_inf = false;       ///< some gradient held Inf or NaN (tested on the scaled input)
+  std::string first_nonfinite;  ///< name of the first such tensor in the given order, or ""
   int64_t num_nonfinite_tensors = 0;  ///< how many tensors held a non-finite value
 };
 

@@ -24,8 +24,8 @@ enum class OpClass {
 
 /// Which op classes run in `low` precision; a class missing from the map runs in fp32. Editable.
 struct AutocastPolicy {
-  DType low = DType::kBF16;              ///< the low-precision dtype (kBF16 or kF16)
-  std::map<OpClass, bool> low_precision; ///< true: cast inputs to `low`; false: compute in fp32
+  DType low = DType::kBF16;               ///< the low-precision dtype (kBF16 or kF16)
+  std::map<OpClass, bool> low_precision;  ///< true: cast inputs to `low`; false: compute in fp32
 
   /// Whether `c` runs in low precision under this policy (false for a missing entry).
   bool is_low(OpClass c) const {

@@ -35,13 +35,28 @@ uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, f
   const bool sat = ov == Overflow::kSaturate;
   uint32_t amax = 0;
   if constexpr (kSR) {
-    for (int64_t i = begin; i < end; i += 4) {
-      const Uint4 b = philox_block(seed, offset, static_cast<uint64_t>(i));
-      const int64_t m = std::min<int64_t>(4, end - i);
-      for (int l = 0; l < m; ++l) {
-        const float v = x[i + l];
+    // Random words for 64 elements at a time (16 independent Philox blocks, a loop the compiler
+    // can vectorize), then the conversions.
+    constexpr int64_t kChunk = 64;
+    uint32_t rnd[kChunk];
+    for (int64_t c0 = begin; c0 < end; c0 += kChunk) {
+      const int64_t m = std::min<int64_t>(kChunk, end - c0);
+      for (int64_t k = 0; k < kChunk / 4; ++k) {
+        const Uint4 b = philox_block(seed, offset, static_cast<uint64_t>(c0 + 4 * k));
+        rnd[4 * k] = b.x;
+        rnd[4 * k + 1] = b.y;
+        rnd[4 * k + 2] = b.z;
+        rnd[4 * k + 3] = b.w;
+      }
+      for (int64_t j = 0; j < m; ++j) {
+        const float v = x[c0 + j];
         if constexpr (kAmax) amax = std::max(amax, detail::bit_cast<uint32_t>(v) & 0x7FFFFFFFu);
-        y[i + l] = static_cast<Code<kFmt>>(encode_sr<kFmt>(v * scale, ov, lane(b, l)));
+        const float sv = v * scale;
+        if constexpr (kFmt == kFmtBF16) {
+          y[c0 + j] = bf16_sr_branchless(detail::bit_cast<uint32_t>(sv), rnd[j], sat);
+        } else {
+          y[c0 + j] = static_cast<Code<kFmt>>(encode_sr<kFmt>(sv, ov, rnd[j]));
+        }
       }
     }
   } else {
@@ -68,8 +83,8 @@ uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, f
         const __m128i sg = _mm_and_si128(h, sign_mask);
         if (sat) h = _mm_or_si128(sg, _mm_min_epu16(_mm_andnot_si128(sign_mask, h), maxf));
         const __m256i nan32 = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        const __m128i nan16 = _mm_packs_epi32(_mm256_castsi256_si128(nan32),
-                                              _mm256_extracti128_si256(nan32, 1));
+        const __m128i nan16 =
+            _mm_packs_epi32(_mm256_castsi256_si128(nan32), _mm256_extracti128_si256(nan32, 1));
         h = _mm_blendv_epi8(h, _mm_or_si128(sg, qnan), nan16);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i0), h);
       }
@@ -97,8 +112,7 @@ uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, f
 }
 
 template <int kFmt, bool kSR, bool kAmax>
-float run(ConstTensorView x, TensorView out, const amp::CastOptions& opt,
-          const ExecContext& ctx) {
+float run(ConstTensorView x, TensorView out, const amp::CastOptions& opt, const ExecContext& ctx) {
   const int64_t n = x.numel();
   const float* xs = x.data_as<float>();
   auto* ys = static_cast<Code<kFmt>*>(out.data);
@@ -137,10 +151,14 @@ float dispatch_mode(ConstTensorView x, TensorView out, const amp::CastOptions& o
 float amp_cast(ConstTensorView x, TensorView out, int format, const amp::CastOptions& opt,
                const ExecContext& ctx) {
   switch (format) {
-    case kFmtF16: return dispatch_mode<kFmtF16>(x, out, opt, ctx);
-    case kFmtBF16: return dispatch_mode<kFmtBF16>(x, out, opt, ctx);
-    case kFmtE4M3: return dispatch_mode<kFmtE4M3>(x, out, opt, ctx);
-    default: return dispatch_mode<kFmtE5M2>(x, out, opt, ctx);
+    case kFmtF16:
+      return dispatch_mode<kFmtF16>(x, out, opt, ctx);
+    case kFmtBF16:
+      return dispatch_mode<kFmtBF16>(x, out, opt, ctx);
+    case kFmtE4M3:
+      return dispatch_mode<kFmtE4M3>(x, out, opt, ctx);
+    default:
+      return dispatch_mode<kFmtE5M2>(x, out, opt, ctx);
   }
 }
 

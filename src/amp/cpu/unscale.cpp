@@ -24,8 +24,8 @@ bool amp_unscale_check(TensorView g, float inv_scale, const ExecContext& ctx) {
           uint32_t nf = 0;
           for (int64_t i = r.begin(); i < r.end(); ++i) {
             const float v = p[i];
-            nf |= static_cast<uint32_t>((detail::bit_cast<uint32_t>(v) & 0x7F800000u) ==
-                                        0x7F800000u);
+            nf |=
+                static_cast<uint32_t>((detail::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u);
             p[i] = v * inv_scale;
           }
           return acc || nf != 0;
