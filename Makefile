@@ -32,11 +32,11 @@ build: $(BUILD)/build.ninja
 demo: build
 	$(BUILD)/examples/cost_report
 
-# Every ctest label this machine can run (gpu tests skip themselves without a device), then the
-# safetensors fuzzer for a bounded time.
+# The safetensors fuzzer for a bounded time, then every ctest label this machine can run (gpu tests
+# skip themselves without a device); ctest's summary is the last line.
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	@$(MAKE) --no-print-directory fuzz
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b --benchmark_min_time=0.2; done

@@ -25,5 +25,16 @@ dict=()
 if [ -f "$here/${name#fuzz_}.dict" ]; then dict=(-dict="$here/${name#fuzz_}.dict"); fi
 
 echo "[fuzz] $name for ${seconds}s on $(ls "$work/corpus" | wc -l) seeds"
+# The fuzzer's progress goes to a log beside the artifacts; the summary and any crash are printed.
+log="$artifacts/$name.log"
+status=0
 "$binary" "$work/corpus" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 \
-  -timeout=10 -print_final_stats=1 "${dict[@]}" -artifact_prefix="$artifacts/$name-"
+  -timeout=10 -print_final_stats=1 "${dict[@]}" -artifact_prefix="$artifacts/$name-" \
+  > "$log" 2>&1 || status=$?
+if [ "$status" -ne 0 ]; then
+  tail -n 60 "$log"
+  echo "[fuzz] $name FAILED (exit $status); log: $log" >&2
+  exit "$status"
+fi
+grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" || true
+echo "[fuzz] $name: no crash in ${seconds}s"
