@@ -1,6 +1,7 @@
-// Entry point of bench_core: Google Benchmark's main plus the machine context (cores, memory,
-// CPU model, CUDA devices) that every result is read against; the context also lands in the
-// JSON output (--benchmark_format=json, "context" object).
+// The main of every benchmark binary (a module replaces it with bench/<module>/main.cpp when it
+// needs its own, as bench_parallel does for MPI): Google Benchmark's main plus the machine context
+// (cores, threads, memory, CPU model, CUDA devices) that every result is read against; the context
+// also lands in the JSON output (--benchmark_format=json, "context" object).
 #include <benchmark/benchmark.h>
 #include <tbb/info.h>
 #include <unistd.h>

@@ -1,4 +1,0 @@
-// Entry point of bench_prune: Google Benchmark's main.
-#include <benchmark/benchmark.h>
-
-BENCHMARK_MAIN();
