@@ -1,6 +1,8 @@
 // Printers of the cost report: an aligned terminal table and a JSON file written atomically.
 #include "report.hpp"
 
+#include "frugal/core/io.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -220,29 +222,7 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
   os << "\n  ]\n}\n";
 
   // Atomic replace: a reader sees the old file or the whole new one, never a partial write.
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  fs::path tmp = target;
-  tmp += ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot open " + tmp.string() + " for writing");
-    out << os.str();
-    out.flush();
-    if (!out) {
-      out.close();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + tmp.string());
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    throw std::runtime_error("cannot rename " + tmp.string() + " to " + path + ": " + ec.message());
-  }
+  frugal::write_file_atomic(path, os.str(), "cost_report --json");
 }
 
 }  // namespace cost_report

@@ -524,12 +524,12 @@ void emit(const Plan& plan, Sink&& sink) {
 /// A temporary file beside the target, removed unless committed.
 class TempFile {
  public:
-  explicit TempFile(const std::string& target) : target_(target) {
+  TempFile(const std::string& target, const char* op) : target_(target), op_(op) {
     std::string tmpl = target + ".tmp.XXXXXX";
     fd_ = ::mkstemp(tmpl.data());
     if (fd_ < 0) {
-      detail::fail(ErrorCode::kIoError, "save_safetensors", "cannot create a temporary file for '",
-                   target, "': ", std::strerror(errno));
+      detail::fail(ErrorCode::kIoError, op_, "cannot create a temporary file for '", target,
+                   "': ", std::strerror(errno));
     }
     path_ = std::move(tmpl);
   }
@@ -579,11 +579,11 @@ class TempFile {
 
  private:
   [[noreturn]] void fail(const char* what) {
-    detail::fail(ErrorCode::kIoError, "save_safetensors", what, " '", target_,
-                 "' failed: ", std::strerror(errno));
+    detail::fail(ErrorCode::kIoError, op_, what, " '", target_, "' failed: ", std::strerror(errno));
   }
 
   std::string target_;
+  const char* op_;
   std::string path_;
   int fd_ = -1;
   bool committed_ = false;
@@ -608,8 +608,15 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   FRUGAL_REQUIRE(!path.empty(), "save_safetensors", "empty path");
   // Every argument is checked before the file system is touched.
   const Plan plan = plan_file("save_safetensors", tensors, metadata);
-  TempFile tmp(path);
+  TempFile tmp(path, "save_safetensors");
   emit(plan, [&](const void* data, std::size_t n) { tmp.write(data, n); });
+  tmp.commit();
+}
+
+void write_file_atomic(const std::string& path, std::string_view bytes, const char* op) {
+  FRUGAL_REQUIRE(!path.empty(), op, "empty path");
+  TempFile tmp(path, op);
+  tmp.write(bytes.data(), bytes.size());
   tmp.commit();
 }
 

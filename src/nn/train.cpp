@@ -2,6 +2,8 @@
 // character-GPT training loops, accuracy and loss estimates, sampling.
 #include "frugal/nn/train.hpp"
 
+#include "frugal/core/io.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -258,35 +260,7 @@ std::string metrics_json(const MetricFields& fields) {
 }
 
 void write_metrics_json(const std::string& path, const MetricFields& fields) {
-  const std::string text = metrics_json(fields);
-  const char* op = "write_metrics_json";
-  auto io_fail = [&](const char* what) {
-    detail::fail(ErrorCode::kIoError, op, path, ": ", what, ": ", std::strerror(errno));
-  };
-  std::string tmp = path + ".tmp.XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) io_fail("cannot create a temporary file");
-  bool ok = true;
-  const char* p = text.data();
-  std::size_t n = text.size();
-  while (ok && n > 0) {
-    const ssize_t put = ::write(fd, p, n);
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0) {
-      ok = false;
-      break;
-    }
-    p += put;
-    n -= static_cast<std::size_t>(put);
-  }
-  const int saved = errno;
-  ok = ok && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
-  ok = (::close(fd) == 0) && ok;
-  if (ok && ::rename(tmp.c_str(), path.c_str()) == 0) return;
-  const int err = ok ? errno : saved;
-  ::unlink(tmp.c_str());
-  errno = err;
-  io_fail("cannot write");
+  write_file_atomic(path, metrics_json(fields), "write_metrics_json");
 }
 
 // ---- evaluation and data -----------------------------------------------------------------------

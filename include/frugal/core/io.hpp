@@ -41,6 +41,12 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
 /// Writes `file.tensors` and `file.metadata` to `path` (same as the overload above).
 void save_safetensors(const std::string& path, const SafetensorsFile& file);
 
+/// Replaces the file at `path` with `bytes` atomically: a temporary file beside it, fsync, rename,
+/// fsync of the directory. A reader sees the old file or the whole new one; on failure the old file
+/// is untouched, the temporary is removed and IoError "[op] ..." names the path.
+void write_file_atomic(const std::string& path, std::string_view bytes,
+                       const char* op = "write_file_atomic");
+
 /// The complete file image that save_safetensors writes, in memory.
 std::vector<uint8_t> serialize_safetensors(const std::map<std::string, Tensor>& tensors,
                                            const std::map<std::string, std::string>& metadata = {});
