@@ -473,7 +473,7 @@ Row gpt_row() {
          "  --threads T     CPU threads (default 0 = all cores)\n"
          "  --quiet         no progress bars\n"
          "training:\n"
-         "  --mlp-epochs E  epochs of the MLP (default 30)\n"
+         "  --mlp-epochs E  epochs of the MLP (default 40)\n"
          "  --cnn-epochs E  epochs of the CNN (default 15)\n"
          "  --gpt-steps N   steps of the GPT (default 400)\n"
          "  --text PATH     text of the GPT (default: the default corpus)\n"

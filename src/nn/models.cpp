@@ -69,7 +69,7 @@ GPTConfig char_gpt_config(int64_t vocab_size, CharGptSize size, uint64_t seed) {
 
 Recipe mlp_digits_recipe() {
   Recipe r;
-  r.train.epochs = 30;
+  r.train.epochs = 40;
   r.train.batch_size = 64;
   r.train.label = "mlp_digits";
   r.adamw.lr = 1e-2;
