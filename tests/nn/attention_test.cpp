@@ -10,40 +10,20 @@
 
 #include "frugal/core/error.hpp"
 #include "frugal/ref/nn_transformer.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal {
 namespace {
 
+using testing::random_f64;
+using testing::dot;
 using testing::all_close;
 using testing::all_equal;
 using testing::random_uniform;
 
-Tensor rand_f64(Shape s, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  return random_uniform(s, seed, lo, hi).to(DType::kF64);
-}
-
-double dot(const Tensor& a, const Tensor& b) {
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double s = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) s += x[i] * y[i];
-  return s;
-}
-
 Tensor numeric_grad(Tensor& p, const std::function<double()>& loss, double h = 1e-6) {
-  Tensor g = Tensor::zeros(p.shape(), DType::kF64);
-  double* pv = p.data<double>();
-  double* gv = g.data<double>();
-  for (int64_t i = 0; i < p.numel(); ++i) {
-    const double keep = pv[i];
-    pv[i] = keep + h;
-    const double up = loss();
-    pv[i] = keep - h;
-    const double down = loss();
-    pv[i] = keep;
-    gv[i] = (up - down) / (2 * h);
-  }
-  return g;
+  return testing::numeric_grad_scalar(p, loss, h);
 }
 
 template <class Fn>
@@ -70,7 +50,7 @@ TEST(CausalAttention, ForwardMatchesReference) {
 }
 
 TEST(CausalAttention, ProbabilitiesAreCausalRowsSummingToOne) {
-  Tensor qkv = rand_f64({1, 6, 36}, 2);
+  Tensor qkv = random_f64({1, 6, 36}, 2);
   Tensor p = nn::causal_attention_forward(qkv, 3).probs;
   const auto v = p.to_vector<double>();
   for (int h = 0; h < 3; ++h) {
@@ -89,8 +69,8 @@ TEST(CausalAttention, ProbabilitiesAreCausalRowsSummingToOne) {
 }
 
 TEST(CausalAttention, FunctionalBackwardMatchesFiniteDifferences) {
-  Tensor qkv = rand_f64({2, 5, 24}, 3, -1.5f, 1.5f);
-  Tensor r = rand_f64({2, 5, 8}, 4);
+  Tensor qkv = random_f64({2, 5, 24}, 3, -1.5f, 1.5f);
+  Tensor r = random_f64({2, 5, 8}, 4);
   auto loss = [&] { return dot(nn::causal_attention_forward(qkv, 2).out, r); };
   nn::CausalAttentionForward f = nn::causal_attention_forward(qkv, 2);
   Tensor g = nn::causal_attention_backward(r, qkv, f.probs, 2);
@@ -100,8 +80,8 @@ TEST(CausalAttention, FunctionalBackwardMatchesFiniteDifferences) {
 
 TEST(CausalAttention, ModuleBackwardMatchesFiniteDifferences) {
   nn::CausalSelfAttention attn(8, 2, 7, DType::kF64);
-  Tensor x = rand_f64({2, 5, 8}, 5);
-  Tensor r = rand_f64({2, 5, 8}, 6);
+  Tensor x = random_f64({2, 5, 8}, 5);
+  Tensor r = random_f64({2, 5, 8}, 6);
   auto loss = [&] { return dot(attn.forward(x), r); };
   attn.zero_grad();
   attn.forward(x);

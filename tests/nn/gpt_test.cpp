@@ -9,11 +9,13 @@
 #include <random>
 
 #include "frugal/core/error.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal {
 namespace {
 
+using testing::dot;
 using testing::all_close;
 using testing::all_equal;
 using testing::random_uniform;
@@ -31,13 +33,6 @@ nn::GPTConfig tiny(DType dt = DType::kF64) {
 }
 
 Tensor tokens_of(const std::vector<int64_t>& v, Shape s) { return Tensor::from_vector(v, s); }
-
-double dot(const Tensor& a, const Tensor& b) {
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double s = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) s += x[i] * y[i];
-  return s;
-}
 
 template <class Fn>
 void expect_error(Fn&& fn, ErrorCode code, const std::string& prefix) {

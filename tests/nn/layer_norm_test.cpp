@@ -9,40 +9,20 @@
 
 #include "frugal/core/error.hpp"
 #include "frugal/ref/nn_transformer.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal {
 namespace {
 
+using testing::random_f64;
+using testing::dot;
 using testing::all_close;
 using testing::random_uniform;
 
-Tensor rand_f64(Shape s, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  return random_uniform(s, seed, lo, hi).to(DType::kF64);
-}
-
-double dot(const Tensor& a, const Tensor& b) {
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double s = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) s += x[i] * y[i];
-  return s;
-}
-
 /// Central differences of `loss` with respect to every element of the f64 host tensor `p`.
 Tensor numeric_grad(Tensor& p, const std::function<double()>& loss, double h = 1e-6) {
-  Tensor g = Tensor::zeros(p.shape(), DType::kF64);
-  double* pv = p.data<double>();
-  double* gv = g.data<double>();
-  for (int64_t i = 0; i < p.numel(); ++i) {
-    const double keep = pv[i];
-    pv[i] = keep + h;
-    const double up = loss();
-    pv[i] = keep - h;
-    const double down = loss();
-    pv[i] = keep;
-    gv[i] = (up - down) / (2 * h);
-  }
-  return g;
+  return testing::numeric_grad_scalar(p, loss, h);
 }
 
 template <class Fn>
@@ -73,7 +53,7 @@ TEST(LayerNorm, ForwardMatchesReference) {
 }
 
 TEST(LayerNorm, WithoutAffineRowsHaveZeroMeanUnitVariance) {
-  Tensor x = rand_f64({5, 32}, 4, -3.f, 5.f);
+  Tensor x = random_f64({5, 32}, 4, -3.f, 5.f);
   Tensor y = nn::layer_norm_forward(x, {}, {}, 1e-12).out;
   const auto v = y.to_vector<double>();
   for (int i = 0; i < 5; ++i) {
@@ -86,10 +66,10 @@ TEST(LayerNorm, WithoutAffineRowsHaveZeroMeanUnitVariance) {
 }
 
 TEST(LayerNorm, BackwardMatchesFiniteDifferences) {
-  Tensor x = rand_f64({2, 3, 7}, 5, -1.f, 2.f);
-  Tensor w = rand_f64({7}, 6);
-  Tensor b = rand_f64({7}, 7);
-  Tensor r = rand_f64({2, 3, 7}, 8);  // loss = sum(y * R)
+  Tensor x = random_f64({2, 3, 7}, 5, -1.f, 2.f);
+  Tensor w = random_f64({7}, 6);
+  Tensor b = random_f64({7}, 7);
+  Tensor r = random_f64({2, 3, 7}, 8);  // loss = sum(y * R)
   const double eps = 1e-5;
   auto loss = [&] { return dot(nn::layer_norm_forward(x, w, b, eps).out, r); };
   nn::LayerNormForward f = nn::layer_norm_forward(x, w, b, eps);
@@ -113,7 +93,7 @@ TEST(LayerNorm, ModuleAccumulatesGradientsAndNamesParameters) {
   EXPECT_EQ(names[0].name, "weight");
   EXPECT_EQ(names[1].name, "bias");
   EXPECT_TRUE(all_close(ln.weight()->value, Tensor::full({6}, 1.0, DType::kF64), 0, 0));
-  Tensor x = rand_f64({4, 6}, 9), g = rand_f64({4, 6}, 10);
+  Tensor x = random_f64({4, 6}, 9), g = random_f64({4, 6}, 10);
   ln.forward(x);
   Tensor gx1 = ln.backward(g);
   Tensor gw1 = ln.weight()->grad.clone();
@@ -146,7 +126,7 @@ TEST(LayerNorm, ResultsDoNotDependOnThreadCount) {
 }
 
 TEST(LayerNorm, StridedInputMatchesContiguous) {
-  Tensor x = rand_f64({8, 5}, 15);
+  Tensor x = random_f64({8, 5}, 15);
   Tensor xt = x.t();  // (5, 8), strided
   Tensor y1 = nn::layer_norm_forward(xt, {}, {}, 1e-5).out;
   Tensor y2 = nn::layer_norm_forward(xt.contiguous(), {}, {}, 1e-5).out;
