@@ -288,6 +288,7 @@ TrainTestData split_data(const LabeledData& data, double test_fraction, uint64_t
 MetricFields metric_fields(const TrainResult& r, const std::string& prefix) {
   return {{prefix + "epochs", r.epochs},
           {prefix + "steps", r.steps},
+          {prefix + "skipped_steps", r.skipped_steps},
           {prefix + "samples", r.samples},
           {prefix + "train_seconds", r.train_seconds},
           {prefix + "seconds_per_epoch", r.seconds_per_epoch},
@@ -304,6 +305,29 @@ MetricFields metric_fields(const TrainResult& r, const std::string& prefix) {
 }
 
 // ---- training loops ----------------------------------------------------------------------------
+
+namespace {
+
+/// The loss gradient times hooks.loss_scale() (unchanged without the hook or at scale 1).
+Tensor scaled_loss_grad(Tensor grad, const StepHooks& hooks) {
+  if (!hooks.loss_scale) return grad;
+  const float s = hooks.loss_scale();
+  return s == 1.f ? grad : scale(grad.cview(), s);
+}
+
+/// The update half of a step: before_step hook, clipping, lr, optimizer step, after_step hook.
+/// Returns false when before_step skipped the update.
+bool run_update(Optimizer& optimizer, const TrainOptions& options, double lr, int64_t step) {
+  const StepHooks& h = options.hooks;
+  if (h.before_step && !h.before_step(step)) return false;
+  if (options.clip_grad_norm > 0) clip_grad_norm(optimizer.params(), options.clip_grad_norm);
+  optimizer.set_lr(lr);
+  optimizer.step();
+  if (h.after_step) h.after_step(step);
+  return true;
+}
+
+}  // namespace
 
 TrainResult train_classifier(Module& model, Optimizer& optimizer, const LabeledData& train,
                              const LabeledData& test, const TrainOptions& options) {
@@ -342,12 +366,8 @@ TrainResult train_classifier(Module& model, Optimizer& optimizer, const LabeledD
         optimizer.zero_grad();
         const Tensor logits = model.forward(b.input);
         loss_sum += loss_fn.forward(logits, b.target);
-        model.backward(loss_fn.backward());
-        if (options.clip_grad_norm > 0) {
-          clip_grad_norm(optimizer.params(), options.clip_grad_norm);
-        }
-        optimizer.set_lr(schedule.lr_at(step));
-        optimizer.step();
+        model.backward(scaled_loss_grad(loss_fn.backward(), options.hooks));
+        if (!run_update(optimizer, options, schedule.lr_at(step), step)) ++r.skipped_steps;
         ++step;
         r.samples += b.target.numel();
         if (bar) {
@@ -425,10 +445,8 @@ TrainResult train_char_gpt(GPT& model, Optimizer& optimizer, const CharCorpus& c
       optimizer.zero_grad();
       const Tensor logits = model.forward(tb.input);  // (B, T, V)
       const float loss = loss_fn.forward(logits.reshape({b * t, v}), tb.target.reshape({b * t}));
-      model.backward(loss_fn.backward().reshape({b, t, v}));
-      if (options.clip_grad_norm > 0) clip_grad_norm(optimizer.params(), options.clip_grad_norm);
-      optimizer.set_lr(schedule.lr_at(step));
-      optimizer.step();
+      model.backward(scaled_loss_grad(loss_fn.backward(), options.hooks).reshape({b, t, v}));
+      if (!run_update(optimizer, options, schedule.lr_at(step), step)) ++r.skipped_steps;
       r.loss_history.push_back(loss);
       r.samples += b;
       smooth = step == 0 ? loss : 0.95 * smooth + 0.05 * loss;

@@ -18,6 +18,7 @@
 
 #include "frugal/core/error.hpp"
 #include "frugal/core/memory.hpp"
+#include "frugal/core/ops.hpp"
 #include "frugal/nn/models.hpp"
 
 namespace frugal::nn {
@@ -377,6 +378,65 @@ TEST(TrainClassifier, DeterministicAcrossThreadCounts) {
   const TrainResult a = fit_blobs(1);
   const TrainResult b = fit_blobs(2);
   EXPECT_EQ(a.loss_history, b.loss_history);  // bit-identical: reductions in a fixed order
+}
+
+TrainResult fit_blobs_hooked(const StepHooks& hooks, Module** model_out = nullptr) {
+  const LabeledData d = make_classification(240, 4, 3, 11, 10.0);
+  const TrainTestData s = split_data(d, 0.25, 0);
+  static std::shared_ptr<Sequential> model;
+  model = make_mlp({4, 3}, 5);
+  if (model_out != nullptr) *model_out = model.get();
+  SGD opt(model->named_parameters(), {.lr = 0.1});  // plain SGD: the update is linear in grad
+  TrainOptions o;
+  o.epochs = 3;
+  o.batch_size = 16;
+  o.seed = 2;
+  o.progress = false;
+  o.hooks = hooks;
+  return train_classifier(*model, opt, s.train, s.test, o);
+}
+
+TEST(TrainClassifier, LossScaleHookAndUnscalingBeforeTheStepGiveTheSameRun) {
+  const TrainResult plain = fit_blobs_hooked({});
+  Module* model = nullptr;
+  StepHooks h;
+  h.loss_scale = [] { return 4.f; };
+  // Dividing every gradient by the same power of two undoes the scaling exactly, so the run is
+  // bit-identical to the unscaled one only if the loss gradient really was multiplied by 4 and
+  // before_step really ran before the update.
+  h.before_step = [&](int64_t) {
+    for (const NamedParameter& np : model->named_parameters()) {
+      np.param->grad.copy_from(frugal::scale(np.param->grad.cview(), 0.25).cview());
+    }
+    return true;
+  };
+  std::vector<int64_t> after;
+  h.after_step = [&](int64_t step) { after.push_back(step); };
+  const TrainResult scaled = fit_blobs_hooked(h, &model);
+  EXPECT_EQ(scaled.loss_history, plain.loss_history);
+  EXPECT_EQ(scaled.skipped_steps, 0);
+  ASSERT_EQ(static_cast<int64_t>(after.size()), scaled.steps);
+  for (std::size_t i = 0; i < after.size(); ++i) EXPECT_EQ(after[i], static_cast<int64_t>(i));
+}
+
+TEST(TrainClassifier, SkippedStepsLeaveTheWeightsUnchanged) {
+  Module* model = nullptr;
+  auto fresh = make_mlp({4, 3}, 5);
+  std::vector<std::vector<float>> before;
+  for (const NamedParameter& np : fresh->named_parameters()) {
+    before.push_back(np.param->value.to_vector<float>());
+  }
+  StepHooks h;
+  h.before_step = [](int64_t) { return false; };
+  int after_calls = 0;
+  h.after_step = [&](int64_t) { ++after_calls; };
+  const TrainResult r = fit_blobs_hooked(h, &model);
+  EXPECT_EQ(r.skipped_steps, r.steps);
+  EXPECT_EQ(after_calls, 0);
+  std::size_t i = 0;
+  for (const NamedParameter& np : model->named_parameters()) {
+    EXPECT_EQ(np.param->value.to_vector<float>(), before[i++]) << np.name;
+  }
 }
 
 TEST(TrainClassifier, BadInput) {

@@ -11,6 +11,7 @@
 /// allocations at the time (run on a clean process for a clean figure). It is not the resident
 /// set: memory not allocated through frugal (std containers, the allocator's slack) is outside.
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <limits>
 #include <memory>
@@ -120,6 +121,23 @@ struct TrainTestData {
 /// Splits `data` with train_test_split(N, test_fraction, seed) into rows of its inputs and labels.
 TrainTestData split_data(const LabeledData& data, double test_fraction, uint64_t seed);
 
+/// Where a technique plugs into the training loops (every hook is optional). One step is:
+///   zero_grad; forward; loss; grad = loss'(logits) * loss_scale(); backward(grad);
+///   if (before_step(step)) { clip; set lr; optimizer.step(); after_step(step); }
+/// so loss scaling (mixed precision), gradient masking (pruning), gradient communication (data
+/// parallel) and the refresh of low-precision or masked weights all fit without a loop of their
+/// own. A step whose before_step returns false is skipped (no clipping, no update, after_step not
+/// called) and counted in TrainResult::skipped_steps; the learning-rate schedule still advances.
+struct StepHooks {
+  /// Factor applied to the loss gradient before backward (dynamic loss scaling); null = 1.
+  std::function<float()> loss_scale;
+  /// After backward, before clipping and the update: unscale and check, mask or reduce the
+  /// gradients. Returns false to skip the update. `step` counts from 0.
+  std::function<bool(int64_t step)> before_step;
+  /// After the optimizer step: re-apply masks, refresh weight copies.
+  std::function<void(int64_t step)> after_step;
+};
+
 /// Settings of the training loops. The learning rate schedule starts from the optimizer's lr at
 /// the call: linear warm-up over warmup_steps then a cosine to min_lr_ratio * lr
 /// (CosineWithWarmup), unless `schedule` is given (then used as is) or cosine is false (constant).
@@ -139,13 +157,15 @@ struct TrainOptions {
   bool progress = true;         ///< show a progress bar on stderr
   std::string label = "train";  ///< progress bar label
   ProgressBarOptions progress_options;  ///< how the bar writes (samples_per_step is set here)
+  StepHooks hooks;                      ///< technique hooks around each step (see StepHooks)
 };
 
 /// What a training run measured. Fields that do not apply are NaN.
 struct TrainResult {
   static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   int64_t epochs = 0;                   ///< epochs run (classifier; 0 for GPT)
-  int64_t steps = 0;                    ///< optimizer steps
+  int64_t steps = 0;                    ///< optimizer steps (skipped ones included)
+  int64_t skipped_steps = 0;            ///< steps whose StepHooks::before_step returned false
   int64_t samples = 0;                  ///< training examples (classifier) or sequences (GPT) seen
   double train_seconds = 0;             ///< wall time of the training loop (evaluation excluded)
   double seconds_per_epoch = kNaN;      ///< train_seconds / epochs (classifier)
