@@ -22,21 +22,22 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // ---- MLP ----------------------------------------------------------------------------------
 
 MLP::MLP(int64_t dim, uint64_t seed, DType dtype) {
-  c_fc_ = register_module("c_fc", std::make_shared<Linear>(dim, 4 * dim, true, seed, dtype));
-  gelu_ = register_module("gelu", std::make_shared<GELU>(GeluApprox::kTanh));
-  c_proj_ =
-      register_module("c_proj", std::make_shared<Linear>(4 * dim, dim, true, seed + 1, dtype));
+  register_module("c_fc", std::make_shared<Linear>(dim, 4 * dim, true, seed, dtype));
+  register_module("gelu", std::make_shared<GELU>(GeluApprox::kTanh));
+  register_module("c_proj", std::make_shared<Linear>(4 * dim, dim, true, seed + 1, dtype));
 }
 
 Tensor MLP::forward(const Tensor& input) {
-  return c_proj_->forward(gelu_->forward(c_fc_->forward(input)));
+  Module& gelu = *children()[1].second;
+  return c_proj().forward(gelu.forward(c_fc().forward(input)));
 }
 
 Tensor MLP::backward(const Tensor& grad_output) {
-  Tensor g = c_proj_->backward(grad_output);
-  notify_grads_ready(*c_proj_, "c_proj.");
-  g = c_fc_->backward(gelu_->backward(g));
-  notify_grads_ready(*c_fc_, "c_fc.");
+  Module& gelu = *children()[1].second;
+  Tensor g = c_proj().backward(grad_output);
+  notify_grads_ready(c_proj(), "c_proj.");
+  g = c_fc().backward(gelu.backward(g));
+  notify_grads_ready(c_fc(), "c_fc.");
   return g;
 }
 

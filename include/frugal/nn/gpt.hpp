@@ -35,19 +35,17 @@ struct GPTConfig {
 };
 
 /// The feed-forward part of a block: c_proj(GELU_tanh(c_fc(x))), c_fc = Linear(C, 4C),
-/// c_proj = Linear(4C, C). Input and output (..., C).
+/// c_proj = Linear(4C, C). Input and output (..., C). Children "c_fc", "gelu", "c_proj" are
+/// used through the registry, so a model rewrite (factorize_model, prune_structured, quantized
+/// layers) may replace c_fc and c_proj by any module of the same input and output widths.
 class MLP : public Module {
  public:
   MLP(int64_t dim, uint64_t seed, DType dtype = DType::kF32);
   Tensor forward(const Tensor& input) override;
   Tensor backward(const Tensor& grad_output) override;
   std::string type_name() const override { return "MLP"; }
-  Linear& c_fc() { return *c_fc_; }
-  Linear& c_proj() { return *c_proj_; }
-
- private:
-  std::shared_ptr<Linear> c_fc_, c_proj_;
-  std::shared_ptr<GELU> gelu_;
+  Module& c_fc() const { return *children()[0].second; }
+  Module& c_proj() const { return *children()[2].second; }
 };
 
 /// One pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Input (B, T, C).
