@@ -5,6 +5,12 @@
 //   amp_cast_into/<dtype>/<rounding>    amp::cast_into f32 -> dtype, preallocated output
 //   amp_cast_amax/<dtype>               same, nearest even with the fused amax
 //   amp_unscale_and_check               DynamicLossScaler::unscale_and_check (read + write f32)
+// and the GEMMs at 2048^3, 1 thread, FLOPS = 2 M N K per second, beside the Eigen f32 GEMM:
+//   amp_gemm_f32_eigen/2048             frugal::gemm f32 (Eigen)
+//   amp_gemm/<dtype>/2048               amp::gemm, f32 output: bf16 (oneDNN bf16), f16 (decoded
+//                                       to f32, oneDNN f32), f8_e4m3 (exact emulation: decoded to
+//                                       bf16, oneDNN bf16); without oneDNN all decode to f32 +
+//                                       Eigen
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -13,6 +19,7 @@
 
 #include "frugal/amp.hpp"
 #include "frugal/core/exec_context.hpp"
+#include "frugal/core/ops.hpp"
 #include "frugal/core/philox.hpp"
 #include "frugal/core/random.hpp"
 #include "frugal/core/tensor.hpp"
@@ -82,6 +89,36 @@ void BM_AmpUnscaleAndCheck(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * kN * 8);
 }
 
+constexpr int64_t kGemmN = 2048;
+
+void BM_AmpGemmF32Eigen(benchmark::State& state) {
+  const frugal::ExecContext ctx = one_thread();
+  const Tensor a = frugal::rand_uniform({kGemmN, kGemmN}, DType::kF32, frugal::Device::cpu(), ctx);
+  const Tensor b = frugal::rand_uniform({kGemmN, kGemmN}, DType::kF32, frugal::Device::cpu(), ctx);
+  Tensor c = Tensor::zeros({kGemmN, kGemmN});
+  for (auto _ : state) {
+    frugal::gemm_into(a.cview(), b.cview(), c.view(), {}, ctx);
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * kGemmN * kGemmN * kGemmN,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_AmpGemm(benchmark::State& state, DType t) {
+  const frugal::ExecContext ctx = one_thread();
+  const Tensor a =
+      frugal::rand_uniform({kGemmN, kGemmN}, DType::kF32, frugal::Device::cpu(), ctx).to(t);
+  const Tensor b =
+      frugal::rand_uniform({kGemmN, kGemmN}, DType::kF32, frugal::Device::cpu(), ctx).to(t);
+  Tensor c = Tensor::zeros({kGemmN, kGemmN});
+  for (auto _ : state) {
+    frugal::amp::gemm_into(a.cview(), b.cview(), c.view(), {}, ctx);
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * kGemmN * kGemmN * kGemmN,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+
 const struct {
   DType t;
   const char* name;
@@ -112,6 +149,15 @@ const struct {
   benchmark::RegisterBenchmark("amp_unscale_and_check", BM_AmpUnscaleAndCheck)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
+  benchmark::RegisterBenchmark("amp_gemm_f32_eigen/2048", BM_AmpGemmF32Eigen)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  for (const auto& t : {kTargets[0], kTargets[1], kTargets[2]}) {
+    benchmark::RegisterBenchmark((std::string("amp_gemm/") + t.name + "/2048").c_str(),
+                                 [t](benchmark::State& s) { BM_AmpGemm(s, t.t); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   return true;
 }();
 

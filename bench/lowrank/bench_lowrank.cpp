@@ -47,8 +47,8 @@ const Tensor& matrix(int64_t n) {
   const Tensor g2 = frugal::rand_normal({kLowRank, n}, DType::kF32, dev, ctx);
   std::vector<float> d(static_cast<std::size_t>(kLowRank * kLowRank), 0.f);
   for (int64_t i = 0; i < kLowRank; ++i) {
-    d[static_cast<std::size_t>(i * kLowRank + i)] =
-        static_cast<float>(std::pow(0.98, static_cast<double>(i)) / std::sqrt(static_cast<double>(n)));
+    d[static_cast<std::size_t>(i * kLowRank + i)] = static_cast<float>(
+        std::pow(0.98, static_cast<double>(i)) / std::sqrt(static_cast<double>(n)));
   }
   const Tensor dg = Tensor::from_vector(d, {kLowRank, kLowRank});
   ctx.offset += frugal::philox_counters(kLowRank * n);
@@ -58,7 +58,8 @@ const Tensor& matrix(int64_t n) {
 }
 
 void set_flops(benchmark::State& state, double flops) {
-  state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPS"] =
+      benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 /// 2 m n k per product, six products.
@@ -78,7 +79,7 @@ void BM_Gemms(benchmark::State& state) {
   Tensor out = Tensor::zeros({n, k});
   for (auto _ : state) {
     for (int i = 0; i < 3; ++i) {
-      frugal::gemm_into(a, p, out, {}, ctx);                                // A P
+      frugal::gemm_into(a, p, out, {}, ctx);                                    // A P
       frugal::gemm_into(a, p, out, frugal::GemmOptions{.trans_a = true}, ctx);  // A^T P
     }
     benchmark::ClobberMemory();
@@ -112,14 +113,29 @@ void BM_Bdcsvd(benchmark::State& state) {
   }
 }
 
-BENCHMARK(BM_Gemms)->Name("lowrank/gemms")->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_Gemms)
+    ->Name("lowrank/gemms")
+    ->Arg(2048)
+    ->Arg(4096)
+    ->Unit(benchmark::kMillisecond)
     ->MinTime(2.0);
 BENCHMARK_CAPTURE(BM_Rsvd, no_error, frugal::lowrank::RsvdError::kNone)
-    ->Name("lowrank/rsvd")->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+    ->Name("lowrank/rsvd")
+    ->Arg(2048)
+    ->Arg(4096)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 BENCHMARK_CAPTURE(BM_Rsvd, auto_error, frugal::lowrank::RsvdError::kAuto)
-    ->Name("lowrank/rsvd_with_error")->Arg(4096)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+    ->Name("lowrank/rsvd_with_error")
+    ->Arg(4096)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 // Full SVD: seconds to minutes; one iteration. 4096 is the size, 2048 a quicker proxy.
-BENCHMARK(BM_Bdcsvd)->Name("lowrank/bdcsvd")->Arg(2048)->Arg(4096)->Iterations(1)
+BENCHMARK(BM_Bdcsvd)
+    ->Name("lowrank/bdcsvd")
+    ->Arg(2048)
+    ->Arg(4096)
+    ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

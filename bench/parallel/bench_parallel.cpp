@@ -3,11 +3,14 @@
 // per all-reduce, so the rate reads as algorithm bandwidth (bytes / time).
 //
 //   build/bench/bench_parallel --benchmark_filter=Thread
-//   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 build/bench/bench_parallel
+//   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2
+//   build/bench/bench_parallel
 //
 // Under mpirun the ThreadComm benchmarks run on rank 0 only (rank 1 waits, sleeping, at the next
 // MPI benchmark's start), so the two processes do not share the 2 cores with 4 threads. The MPI
 // benchmarks use fixed iteration counts: both processes must issue the same number of calls.
+#include "bench_parallel.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <atomic>
@@ -16,7 +19,6 @@
 #include <thread>
 #include <vector>
 
-#include "bench_parallel.hpp"
 #include "frugal/core/build_config.hpp"
 #include "frugal/parallel/mpi_comm.hpp"
 #include "frugal/parallel/thread_comm.hpp"
@@ -26,11 +28,10 @@
 
 namespace fp = frugal::parallel;
 
-namespace {
-
+namespace frugal_bench {
 int mpi_rank() {
 #if FRUGAL_HAS_MPI
-  if (frugal_bench::g_mpi) {
+  if (g_mpi) {
     int r = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &r);
     return r;
@@ -38,6 +39,10 @@ int mpi_rank() {
 #endif
   return 0;
 }
+}  // namespace frugal_bench
+
+namespace {
+using frugal_bench::mpi_rank;
 
 // ThreadComm all-reduce of f32 across 2 workers: this thread is rank 0, a helper thread rank 1.
 void BM_ThreadCommAllreduce(benchmark::State& state) {
@@ -60,8 +65,11 @@ void BM_ThreadCommAllreduce(benchmark::State& state) {
   peer.join();
   state.SetBytesProcessed(state.iterations() * bytes);
 }
-BENCHMARK(BM_ThreadCommAllreduce)->Arg(4 << 10)->Arg(64 << 20)->UseRealTime()->Unit(
-    benchmark::kMicrosecond);
+BENCHMARK(BM_ThreadCommAllreduce)
+    ->Arg(4 << 10)
+    ->Arg(64 << 20)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 #if FRUGAL_HAS_MPI
 std::unique_ptr<fp::MpiComm> g_comm;
@@ -111,14 +119,26 @@ void BM_MpiCommAllreduce(benchmark::State& state) {
 }
 
 // Fixed iteration counts: every process must run the same number of collectives.
-BENCHMARK(BM_MpiRawAllreduce)->Arg(4 << 10)->Iterations(20000)->UseRealTime()->Unit(
-    benchmark::kMicrosecond);
-BENCHMARK(BM_MpiCommAllreduce)->Arg(4 << 10)->Iterations(20000)->UseRealTime()->Unit(
-    benchmark::kMicrosecond);
-BENCHMARK(BM_MpiRawAllreduce)->Arg(64 << 20)->Iterations(30)->UseRealTime()->Unit(
-    benchmark::kMicrosecond);
-BENCHMARK(BM_MpiCommAllreduce)->Arg(64 << 20)->Iterations(30)->UseRealTime()->Unit(
-    benchmark::kMicrosecond);
+BENCHMARK(BM_MpiRawAllreduce)
+    ->Arg(4 << 10)
+    ->Iterations(20000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MpiCommAllreduce)
+    ->Arg(4 << 10)
+    ->Iterations(20000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MpiRawAllreduce)
+    ->Arg(64 << 20)
+    ->Iterations(30)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MpiCommAllreduce)
+    ->Arg(64 << 20)
+    ->Iterations(30)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 #endif
 
 }  // namespace

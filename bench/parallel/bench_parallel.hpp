@@ -5,4 +5,6 @@ namespace frugal_bench {
 inline bool g_mpi = false;
 /// Destroys the MpiComm the benchmarks share (before MPI_Finalize).
 void release_mpi_comm();
+/// This process's MPI rank (0 without MPI).
+int mpi_rank();
 }  // namespace frugal_bench

@@ -6,7 +6,8 @@
 //   Bsr4Spmm           ... 4x4-block sparse at 90% (blocks chosen by block L1 norm), and
 //   Spmm24             ... 2:4 compressed (50%);
 //   MlpForward         an MLP before / after removing 50% of its hidden neurons;
-//   *Cuda              the mask, cuBLAS GEMM, cuSPARSE CSR SpMM and the 2:4 kernel on GPU 0.
+//   *Cuda              the mask, cuBLAS GEMM, cuSPARSE CSR SpMM, the BSR and 2:4 kernels on GPU 0;
+//   Digits*            the digits MLP / CNN of the cost report, dense against pruned (below).
 // FLOPS counts the DENSE work 2 M K N for every product, so the FLOPS ratio is the speed-up.
 // The argument is ExecContext::num_threads (1 = one core; 0 = every core).
 #include <benchmark/benchmark.h>
@@ -171,6 +172,24 @@ void CsrSpmmCuda(benchmark::State& state) {
 }
 BENCHMARK(CsrSpmmCuda)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+void Bsr4SpmmCuda(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  Tensor w = weight();
+  // 4x4 blocks kept where the block's largest magnitude survives a 90% element mask: the block
+  // density is then data dependent; the counter reports it.
+  prune::BsrMatrix a = prune::to_bsr(w, 4, 4, prune::magnitude_mask(w, 0.99)).to(Device::cuda());
+  Tensor x = activations().to(Device::cuda());
+  const ExecContext ctx;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(prune::spmm(a, x, ctx));
+    cu::synchronize(ctx);
+  }
+  dense_flops(state);
+  state.counters["block_density"] =
+      static_cast<double>(a.num_blocks()) / static_cast<double>((kM / 4) * (kK / 4));
+}
+BENCHMARK(Bsr4SpmmCuda)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 void Spmm24Cuda(benchmark::State& state) {
   if (!have_gpu(state)) return;
   Tensor w = weight();
@@ -220,5 +239,83 @@ void MlpForward(benchmark::State& state) {
 }
 // Arg 0: dense; 1: 50% of the hidden neurons removed.
 BENCHMARK(MlpForward)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+
+// ---- the digits models of the cost report (1 thread, eval mode, the 360 test digits) ----
+//   DigitsMlpForward    make_mlp({64, 256, 128, 10}) dense (arg 0) against 50% of the neurons of
+//                       both hidden layers removed (arg 1: 64-128-64-10);
+//   DigitsMlpTrainStep  one training step (forward, cross-entropy, backward, AdamW) of a batch
+//                       of 64, dense against pruned;
+//   DigitsCnnForward    make_digits_cnn() dense (arg 0) against 90% of its weights pruned (global
+//                       magnitude) run through SparseConv2d / SparseLinear (arg 1).
+// Random weights: the time depends on the shapes and the nonzero count, not on training.
+namespace {
+
+std::shared_ptr<frugal::nn::Sequential> digits_mlp(bool pruned) {
+  auto m = frugal::nn::make_mlp({64, 256, 128, 10}, 1);
+  if (pruned) {
+    m = frugal::nn::prune_structured(*m, 0, 0.5).model;
+    m = frugal::nn::prune_structured(*m, 2, 0.5).model;
+  }
+  ExecContext ctx;
+  ctx.num_threads = 1;
+  m->set_context(ctx);
+  return m;
+}
+
+ExecContext one_thread() {
+  ExecContext c;
+  c.num_threads = 1;
+  return c;
+}
+
+void DigitsMlpForward(benchmark::State& state) {
+  auto m = digits_mlp(state.range(0) == 1);
+  m->eval();
+  Tensor x =
+      rand_uniform(Shape{360, 64}, DType::kF32, Device::cpu(), ExecContext{nullptr, 0, 4, 0});
+  const ExecContext ctx = one_thread();
+  for (auto _ : state) ctx.run([&] { benchmark::DoNotOptimize(m->forward(x)); });
+  state.counters["params"] = static_cast<double>(m->num_parameters());
+}
+BENCHMARK(DigitsMlpForward)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void DigitsMlpTrainStep(benchmark::State& state) {
+  auto m = digits_mlp(state.range(0) == 1);
+  frugal::nn::AdamW opt(m->named_parameters(), frugal::nn::AdamWOptions{});
+  Tensor x = rand_uniform(Shape{64, 64}, DType::kF32, Device::cpu(), ExecContext{nullptr, 0, 5, 0});
+  std::vector<int64_t> lv(64);
+  for (int i = 0; i < 64; ++i) lv[i] = i % 10;
+  Tensor labels = Tensor::from_vector<int64_t>(lv, Shape{64});
+  frugal::nn::SoftmaxCrossEntropy loss;
+  const ExecContext ctx = one_thread();
+  for (auto _ : state) {
+    ctx.run([&] {
+      m->zero_grad(ctx);
+      benchmark::DoNotOptimize(loss.forward(m->forward(x), labels));
+      m->backward(loss.backward());
+      opt.step(ctx);
+    });
+  }
+}
+BENCHMARK(DigitsMlpTrainStep)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void DigitsCnnForward(benchmark::State& state) {
+  auto m = frugal::nn::make_digits_cnn();
+  m->set_context(one_thread());
+  m->eval();
+  std::shared_ptr<frugal::nn::Module> run = m;
+  if (state.range(0) == 1) {
+    frugal::nn::Pruner pr(*m);
+    pr.prune_magnitude(0.9, frugal::nn::PruneScope::kGlobal);
+    run = frugal::nn::sparse_inference_model(*m, &pr);
+  }
+  Tensor x =
+      rand_uniform(Shape{360, 1, 8, 8}, DType::kF32, Device::cpu(), ExecContext{nullptr, 0, 6, 0});
+  const ExecContext ctx = one_thread();
+  for (auto _ : state) ctx.run([&] { benchmark::DoNotOptimize(run->forward(x)); });
+}
+BENCHMARK(DigitsCnnForward)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace

@@ -31,3 +31,7 @@
 #include "frugal/nn/prune_layers.hpp"
 // Synchronous data parallel over a parallel::Communicator (buckets, overlap with backward).
 #include "frugal/nn/data_parallel.hpp"
+// Quantization: QAT layers (QatLinear, QatConv2d), quantized inference layers, ptq / prepare_qat.
+#include "frugal/nn/quant_layers.hpp"
+#include "frugal/nn/local_sgd.hpp"
+#include "frugal/nn/zero.hpp"

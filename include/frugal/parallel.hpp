@@ -5,3 +5,4 @@
 #include "frugal/parallel/mpi_comm.hpp"
 #include "frugal/parallel/nccl_comm.hpp"
 #include "frugal/parallel/thread_comm.hpp"
+#include "frugal/parallel/compression.hpp"

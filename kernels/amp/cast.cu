@@ -1,5 +1,6 @@
-// amp::cast on CUDA: one grid-stride pass; each thread handles groups of 4 consecutive elements
-// (one Philox block) so stochastic rounding draws exactly the CPU's stream. The conversions are
+// amp::cast on CUDA: one grid-stride pass; each thread handles one Philox block's worth of
+// consecutive elements (8 with 16 random bits each for f16 / bf16, 16 with 8 bits for fp8:
+// amp/cast_bits.hpp) so stochastic rounding draws exactly the CPU's stream. The conversions are
 // the integer functions of amp/cast_bits.hpp (nearest even: float_types.hpp), so the bits equal
 // the CPU's. amax: an integer atomicMax on the magnitude bits (NaN's bits exceed Inf's).
 #include <limits>
@@ -22,15 +23,18 @@ template <int kFmt, bool kSR>
 __global__ void cast_kernel(const float* __restrict__ x, Code<kFmt>* __restrict__ y, int64_t n,
                             float scale, Overflow ov, uint64_t seed, uint64_t offset,
                             unsigned int* amax) {
-  const int64_t groups = (n + 3) / 4;
+  constexpr int kBits = sr_bits<kFmt>();
+  constexpr int kGroup = 128 / kBits;
+  const int64_t groups = (n + kGroup - 1) / kGroup;
   unsigned int m = 0;
   for (int64_t g = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; g < groups;
        g += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i0 = g * 4;
+    const int64_t i0 = g * kGroup;
     Uint4 b{};
-    if constexpr (kSR) b = philox_block(seed, offset, static_cast<uint64_t>(i0));
+    if constexpr (kSR)
+      b = Philox4x32::generate(philox_counter(static_cast<uint64_t>(g), offset), seed);
 #pragma unroll
-    for (int l = 0; l < 4; ++l) {
+    for (int l = 0; l < kGroup; ++l) {
       const int64_t i = i0 + l;
       if (i >= n) break;
       const float v = x[i];
@@ -38,7 +42,8 @@ __global__ void cast_kernel(const float* __restrict__ x, Code<kFmt>* __restrict_
       const float s = __fmul_rn(v, scale);  // never contracted; IEEE with subnormals (no -ftz)
       uint32_t c;
       if constexpr (kSR) {
-        c = encode_sr<kFmt>(s, ov, lane(b, l));
+        const uint32_t word = lane(b, l * kBits / 32);
+        c = encode_sr<kFmt>(s, ov, (word >> (l * kBits % 32)) & ((1u << kBits) - 1u));
       } else {
         c = encode_rne<kFmt>(s, ov);
       }
@@ -56,7 +61,8 @@ template <int kFmt>
 void launch(ConstTensorView x, TensorView out, bool sr, Overflow ov, float scale,
             unsigned int* amax, const ExecContext& ctx) {
   const int64_t n = x.numel();
-  const LaunchShape ls = grid_stride_launch((n + 3) / 4);
+  constexpr int kGroup = 128 / sr_bits<kFmt>();
+  const LaunchShape ls = grid_stride_launch((n + kGroup - 1) / kGroup);
   auto* y = static_cast<Code<kFmt>*>(out.data);
   if (sr) {
     cast_kernel<kFmt, true><<<ls.blocks, ls.threads, 0, stream_of(ctx)>>>(

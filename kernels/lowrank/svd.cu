@@ -78,8 +78,8 @@ Tensor device_bytes(size_t nbytes, Device dev, const ExecContext& ctx) {
 /// Waits for the stream and returns the devInfo value.
 int64_t read_info(const Tensor& info, const ExecContext& ctx) {
   int host = 0;
-  FRUGAL_CUDA_CHECK(cudaMemcpyAsync(&host, info.data_ptr(), sizeof(int), cudaMemcpyDeviceToHost,
-                                    stream_of(ctx)));
+  FRUGAL_CUDA_CHECK(
+      cudaMemcpyAsync(&host, info.data_ptr(), sizeof(int), cudaMemcpyDeviceToHost, stream_of(ctx)));
   FRUGAL_CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
   return host;
 }
@@ -150,12 +150,12 @@ int64_t qr_typed(ConstTensorView a, TensorView q, TensorView r, const ExecContex
                                            t, tau.data_ptr(), t, dws.data_ptr(), dev_bytes,
                                            hws.data(), host_bytes, info.data<int32_t>()));
     const auto ls = grid_stride_launch(k * n);
-    extract_r_kernel<T><<<ls.blocks, ls.threads, 0, stream>>>(work.data<T>(), m, k, n,
-                                                              r.data_as<T>());
+    extract_r_kernel<T>
+        <<<ls.blocks, ls.threads, 0, stream>>>(work.data<T>(), m, k, n, r.data_as<T>());
     FRUGAL_CUDA_CHECK_LAUNCH();
-    const int lwork = orgqr_buffer<T>(h.h->get(), static_cast<int>(m), static_cast<int>(k),
-                                      static_cast<int>(k), work.data<T>(), static_cast<int>(m),
-                                      tau.data<T>());
+    const int lwork =
+        orgqr_buffer<T>(h.h->get(), static_cast<int>(m), static_cast<int>(k), static_cast<int>(k),
+                        work.data<T>(), static_cast<int>(m), tau.data<T>());
     Tensor ows = Tensor::empty({static_cast<int64_t>(std::max(lwork, 1))}, a.dtype, dev, ctx);
     orgqr<T>(h.h->get(), static_cast<int>(m), static_cast<int>(k), static_cast<int>(k),
              work.data<T>(), static_cast<int>(m), tau.data<T>(), ows.data<T>(), lwork,
@@ -212,8 +212,8 @@ int64_t svd_any(ConstTensorView a, bool full, bool vectors, TensorView u, Tensor
         t, u_buf, ldu, t, vt_buf, ldvt, t, &dev_bytes, &host_bytes));
     Tensor dws = device_bytes(dev_bytes, dev, ctx);
     std::vector<char> hws(std::max<size_t>(host_bytes, 1));
-    FRUGAL_CUSOLVER_CHECK(cusolverDnXgesvd(h.h->get(), h.h->params(), job_u, job_vt, rows, cols,
-                                           t, work.data_ptr(), rows, t, s.data, t, u_buf, ldu, t,
+    FRUGAL_CUSOLVER_CHECK(cusolverDnXgesvd(h.h->get(), h.h->params(), job_u, job_vt, rows, cols, t,
+                                           work.data_ptr(), rows, t, s.data, t, u_buf, ldu, t,
                                            vt_buf, ldvt, t, dws.data_ptr(), dev_bytes, hws.data(),
                                            host_bytes, info.data<int32_t>()));
   }

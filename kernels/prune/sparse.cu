@@ -1,5 +1,8 @@
 // CUDA sparse-dense products (src/prune/sparse.cpp): CSR through cuSPARSE's generic SpMM API,
-// the 2:4 compressed format through an own kernel (cuSPARSELt is not used).
+// BSR and the 2:4 compressed format through own kernels (cuSPARSELt is not used). BSR: cuSPARSE's
+// cusparse<t>bsrmm is deprecated since CUDA 12.8 and takes square blocks only, and the generic
+// API's BSR SpMM (CUSPARSE_SPMM_BSR_ALG1) is not documented for every block shape we allow, so an
+// own kernel covers any br x bc block with f32 and f64.
 #include <cuda_runtime.h>
 #include <cusparse.h>
 
@@ -85,7 +88,48 @@ __global__ void spmm24_kernel(const float* __restrict__ values, const uint8_t* _
   }
 }
 
+// y[i, j] = sum over the blocks p of block row i / br, c < bc: v[p][i % br][c] x[col_p bc + c, j].
+// Threads along j (coalesced loads of x and stores of y; the block values are the same for every
+// thread of a warp, a broadcast); blockIdx.x is the row, blockIdx.y the tile of columns. The
+// terms are added in block order then column order (fma), one accumulator.
+template <class T>
+__global__ void spmm_bsr_kernel(const int32_t* __restrict__ row_ptr,
+                                const int32_t* __restrict__ col_idx, const T* __restrict__ values,
+                                int64_t br, int64_t bc, const T* __restrict__ x, T* __restrict__ y,
+                                int64_t N) {
+  const int64_t i = blockIdx.x;
+  const int64_t j = blockIdx.y * int64_t{blockDim.x} + threadIdx.x;
+  if (j >= N) return;
+  const int64_t bi = i / br, rr = i % br;
+  T acc = T(0);
+  for (int32_t p = row_ptr[bi]; p < row_ptr[bi + 1]; ++p) {
+    const T* blk = values + (int64_t{p} * br + rr) * bc;
+    const T* xp = x + int64_t{col_idx[p]} * bc * N + j;
+    for (int64_t c = 0; c < bc; ++c) acc = fma(blk[c], xp[c * N], acc);
+  }
+  y[i * N + j] = acc;
+}
+
 }  // namespace
+
+void prune_bsr_spmm(ConstTensorView row_ptr, ConstTensorView col_idx, ConstTensorView values,
+                    int64_t block_rows, int64_t block_cols, ConstTensorView x, TensorView y,
+                    const ExecContext& ctx) {
+  const int64_t M = y.dim(0), N = y.dim(1);
+  const unsigned threads = 128;
+  // Rows on grid.x (up to 2^31 - 1), column tiles on grid.y (up to 65535 * 128 columns).
+  dim3 grid(static_cast<unsigned>(M), static_cast<unsigned>((N + threads - 1) / threads));
+  if (values.dtype == DType::kF32) {
+    spmm_bsr_kernel<float><<<grid, threads, 0, stream_of(ctx)>>>(
+        row_ptr.data_as<int32_t>(), col_idx.data_as<int32_t>(), values.data_as<float>(), block_rows,
+        block_cols, x.data_as<float>(), y.data_as<float>(), N);
+  } else {
+    spmm_bsr_kernel<double><<<grid, threads, 0, stream_of(ctx)>>>(
+        row_ptr.data_as<int32_t>(), col_idx.data_as<int32_t>(), values.data_as<double>(),
+        block_rows, block_cols, x.data_as<double>(), y.data_as<double>(), N);
+  }
+  FRUGAL_CUDA_CHECK_LAUNCH();
+}
 
 void prune_csr_spmm(ConstTensorView row_ptr, ConstTensorView col_idx, ConstTensorView values,
                     int64_t rows, int64_t cols, ConstTensorView x, TensorView y,

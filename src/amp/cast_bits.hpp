@@ -2,24 +2,62 @@
 // Bit-level fp32 -> small-float conversions used by amp::cast on the host and the device. Nearest
 // even delegates to float_types.hpp (the reference); stochastic rounding and saturation of f16 /
 // bf16 are added here with the same integer arithmetic, so host and device agree bit for bit.
+#include <math.h>  // ceilf, host and device
+
 #include <cstdint>
 
 #include "frugal/core/config.hpp"
 #include "frugal/core/float_types.hpp"
+#include "frugal/core/philox.hpp"
 
 namespace frugal::amp::detail {
 
 // Format codes shared by the CPU and CUDA backends.
 enum Format : int { kFmtF16 = 0, kFmtBF16 = 1, kFmtE4M3 = 2, kFmtE5M2 = 3 };
 
-// fp32 -> code with stochastic rounding: a random integer r below 2^shift is added to the `shift`
-// dropped bits `rem` and the sum truncated, i.e. round up iff r + rem >= 2^shift, probability
-// rem / 2^shift. r is the low `shift` bits of the 32-bit word `rnd`; for shift > 32, r = rnd is
-// added to ceil(rem / 2^(shift - 32)) at 32 bits. Layout as in float_types.hpp's
-// float_to_small_float_bits.
-template <int kExp, int kMan, bool kHasInf>
+// Stochastic rounding draws R random bits per element, R = 16 for f16 / bf16 and 8 for fp8
+// (sr_bits): element i of a call takes bits [R (i % E), R (i % E) + R) of the 128-bit Philox4x32-10
+// output with counter i / E + ctx.offset (key ctx.seed), E = 128 / R elements per block, the
+// output read as x | y << 32 | z << 64 | w << 96 (little-endian: byte k of the 16 output bytes is
+// element k's r for fp8). A call of n elements consumes ceil(n / E) counters (sr_counters; at
+// most philox_counters(n), so advancing the offset by that stays valid). 16 bits are exact for
+// bf16 (16 dropped bits) and f16 normals (13); elsewhere the round-up probability is the dropped
+// fraction rounded up to a multiple of 2^-R (bias below 2^-R ulp: 2^-16 for f16 subnormals,
+// 2^-8 for fp8, whose ulp is already 2^-3 / 2^-2 relative), as hardware SR units with few random
+// bits do. 8 bits halve the Philox work, the cost that bounds the fp8 cast (docs/amp.md).
+template <int kFmt>
+constexpr int sr_bits() {
+  return kFmt == kFmtE4M3 || kFmt == kFmtE5M2 ? 8 : 16;
+}
+
+FRUGAL_INLINE constexpr int sr_bits(int format) {
+  return format == kFmtE4M3 || format == kFmtE5M2 ? 8 : 16;
+}
+
+FRUGAL_INLINE constexpr uint64_t sr_counters(int64_t n, int format) {
+  const int64_t e = 128 / sr_bits(format);
+  return static_cast<uint64_t>((n + e - 1) / e);
+}
+
+// The R = bits random bits of element i of the stream (seed, offset), straight from the definition.
+FRUGAL_INLINE constexpr uint32_t sr_random(uint64_t seed, uint64_t offset, uint64_t i, int bits) {
+  const uint64_t e = static_cast<uint64_t>(128 / bits);
+  const Uint4 b = Philox4x32::generate(philox_counter(i / e, offset), seed);
+  const int bit = static_cast<int>(i % e) * bits;
+  const uint32_t word = lane(b, bit / 32);
+  return (word >> (bit % 32)) & ((1u << bits) - 1u);
+}
+
+// fp32 -> code with stochastic rounding, the readable reference. `shift` input mantissa bits are
+// dropped (more for target subnormals), their value is rem, so the dropped fraction is
+// rem / 2^shift. With r the element's kR random bits and thr = ceil(2^kR rem / 2^shift) (the
+// fraction in kR-bit fixed point, rounded up), round up iff r + thr >= 2^kR, then truncate
+// (toward zero on the magnitude): the probability is thr / 2^kR, exactly rem / 2^shift when at
+// most kR bits are dropped, else rounded up to a multiple of 2^-kR (never 0 for rem > 0).
+// Layout as in float_types.hpp's float_to_small_float_bits.
+template <int kExp, int kMan, bool kHasInf, int kR>
 FRUGAL_INLINE constexpr uint32_t float_to_small_float_bits_sr(float f, Overflow policy,
-                                                              uint32_t nan_code, uint32_t rnd) {
+                                                              uint32_t nan_code, uint32_t r) {
   constexpr int kBias = (1 << (kExp - 1)) - 1;
   constexpr uint32_t kSignBit = 1u << (kExp + kMan);
   constexpr uint32_t kManMask = (1u << kMan) - 1;
@@ -37,23 +75,18 @@ FRUGAL_INLINE constexpr uint32_t float_to_small_float_bits_sr(float f, Overflow 
   const int e = a >> 23 == 0 ? 1 : static_cast<int>(a >> 23);
   const uint32_t sig = a >> 23 == 0 ? (a & 0x7FFFFFu) : ((a & 0x7FFFFFu) | 0x800000u);
   const int e_target = e - 127 + kBias;
-  // Beyond 56 dropped bits the value is below 2^-32 of the smallest subnormal: the ceil below is
-  // 1 for any rem > 0 either way, so clamping keeps the 64-bit shifts defined.
+  // Beyond 24 + kR dropped bits the value is below 2^-kR of the smallest subnormal (sig < 2^24):
+  // the ceil below is 1 for any rem > 0 either way, so clamping keeps the 64-bit shifts defined.
   int shift = 23 - kMan + (e_target < 1 ? 1 - e_target : 0);
-  if (shift > 56) shift = 56;
+  if (shift > 24 + kR) shift = 24 + kR;
   const uint32_t base = e_target < 1 ? 0u : static_cast<uint32_t>(e_target - 1) << kMan;
   const uint64_t sig64 = sig;
   uint32_t code = base + static_cast<uint32_t>(sig64 >> shift);
   const uint64_t rem = sig64 & ((uint64_t{1} << shift) - 1u);
-  bool up;
-  if (shift <= 32) {
-    const uint64_t r = static_cast<uint64_t>(rnd) & ((uint64_t{1} << shift) - 1u);
-    up = ((r + rem) >> shift) != 0;
-  } else {
-    const int k = shift - 32;
-    const uint64_t thr = (rem + (uint64_t{1} << k) - 1u) >> k;
-    up = ((static_cast<uint64_t>(rnd) + thr) >> 32) != 0;
-  }
+  // thr = ceil(2^kR * rem / 2^shift): the dropped fraction in kR-bit fixed point, rounded up.
+  const uint64_t thr = shift <= kR ? rem << (kR - shift)
+                                   : (rem + (uint64_t{1} << (shift - kR)) - 1u) >> (shift - kR);
+  const bool up = (((r & ((1u << kR) - 1u)) + thr) >> kR) != 0;
   code += up ? 1u : 0u;
   if (code > kMaxCode) code = overflow_code;
   return sign | code;
@@ -75,17 +108,19 @@ FRUGAL_INLINE constexpr uint32_t encode_rne(float f, Overflow policy) {
   }
 }
 
-// fp32 -> code with stochastic rounding (rnd: the element's 32-bit Philox lane).
+// fp32 -> code with stochastic rounding (rnd: the element's sr_bits<kFmt>() random bits,
+// sr_random).
 template <int kFmt>
 FRUGAL_INLINE constexpr uint32_t encode_sr(float f, Overflow policy, uint32_t rnd) {
+  constexpr int kR = sr_bits<kFmt>();
   if constexpr (kFmt == kFmtE4M3) {
-    return float_to_small_float_bits_sr<4, 3, false>(f, policy, 0x7Fu, rnd);
+    return float_to_small_float_bits_sr<4, 3, false, kR>(f, policy, 0x7Fu, rnd);
   } else if constexpr (kFmt == kFmtE5M2) {
-    return float_to_small_float_bits_sr<5, 2, true>(f, policy, 0x7Fu, rnd);
+    return float_to_small_float_bits_sr<5, 2, true, kR>(f, policy, 0x7Fu, rnd);
   } else if constexpr (kFmt == kFmtF16) {
-    return float_to_small_float_bits_sr<5, 10, true>(f, policy, 0x7E00u, rnd);
+    return float_to_small_float_bits_sr<5, 10, true, kR>(f, policy, 0x7E00u, rnd);
   } else {
-    return float_to_small_float_bits_sr<8, 7, true>(f, policy, 0x7FC0u, rnd);
+    return float_to_small_float_bits_sr<8, 7, true, kR>(f, policy, 0x7FC0u, rnd);
   }
 }
 
@@ -130,6 +165,77 @@ FRUGAL_INLINE constexpr uint16_t bf16_sr_branchless(uint32_t u, uint32_t rnd, bo
   m = saturate && m > 0x7F7Fu ? 0x7F7Fu : m;
   m = a > 0x7F800000u ? 0x7FC0u : m;
   return static_cast<uint16_t>(s | m);
+}
+
+// Branchless stochastic fp32 -> f16 / fp8 (same bits as float_to_small_float_bits_sr with kR
+// random bits r). Target normals drop a fixed number of bits (23 - kMan): adding r aligned to the
+// dropped bits (plus 2^(shift - kR) - 1 for the ceil when shift > kR) to the fp32 bits and
+// truncating carries into the exponent like the reference. Below the smallest normal,
+// |x| * 2^kR / step (step = the smallest subnormal; exact power-of-two scaling) rounded up is
+// kept * 2^kR + thr, so (ceil(|x| * 2^kR / step) + r) >> kR is the code. The SIMD path in
+// src/amp/cpu/cast.cpp is this function lane by lane.
+template <int kExp, int kMan, bool kHasInf, int kR>
+FRUGAL_INLINE uint32_t small_sr_branchless(uint32_t u, uint32_t r, bool saturate,
+                                           uint32_t nan_code) {
+  constexpr int kBias = (1 << (kExp - 1)) - 1;
+  constexpr int kShift = 23 - kMan;
+  constexpr uint32_t kSignBit = 1u << (kExp + kMan);
+  constexpr uint32_t kManMask = (1u << kMan) - 1;
+  constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;
+  constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
+  constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
+  constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
+  // 2^kR / step = 2^(kR - (1 - kBias - kMan)) as fp32 bits.
+  constexpr uint32_t kSubMul = static_cast<uint32_t>(127 + kR - 1 + kBias + kMan) << 23;
+  const uint32_t a = u & 0x7FFFFFFFu;
+  const uint32_t sign = (u >> 31) != 0 ? kSignBit : 0u;
+  const uint32_t ovf = saturate ? kMaxCode : (kHasInf ? kInfCode : nan_code);
+  const uint32_t rr = r & ((1u << kR) - 1u);
+  uint32_t add;
+  if constexpr (kShift <= kR) {
+    add = rr >> (kR - kShift);
+  } else {
+    add = (rr << (kShift - kR)) + ((1u << (kShift - kR)) - 1u);
+  }
+  const uint32_t nrm = ((a + add) >> kShift) - kRebias;
+  // Only lanes below the smallest normal use t; others multiply 0 so the conversion stays in range.
+  const float t = ceilf(frugal::detail::bit_cast<float>(a < kMinNormal ? a : 0u) *
+                        frugal::detail::bit_cast<float>(kSubMul));
+  const uint32_t sub = (static_cast<uint32_t>(static_cast<int32_t>(t)) + rr) >> kR;
+  uint32_t code = a < kMinNormal ? sub : nrm;
+  code = code > kMaxCode ? ovf : code;
+  code = a == 0x7F800000u ? ovf : code;
+  code = a > 0x7F800000u ? nan_code : code;
+  return sign | code;
+}
+
+// Branchless nearest-even fp32 -> fp8 (same bits as float_to_e4m3_bits / float_to_e5m2_bits).
+// Below the smallest normal the IEEE addition |x| + 2^(23 + log2(smallest subnormal)) rounds to
+// a multiple of the subnormal step in hardware (nearest even; the carry reaches the first normal
+// code), as f16_rne_branchless does; normals are rebiased and rounded by adding half an ulp minus
+// one plus the lowest kept bit. Needs IEEE addition without flush-to-zero (the default flags).
+template <int kFmt>
+FRUGAL_INLINE uint8_t fp8_rne_branchless(uint32_t u, bool saturate) {
+  constexpr bool kE4M3 = kFmt == kFmtE4M3;
+  constexpr int kMan = kE4M3 ? 3 : 2;
+  constexpr int kBias = kE4M3 ? 7 : 15;
+  constexpr uint32_t kMaxCode = kE4M3 ? 0x7Eu : 0x7Bu;
+  constexpr uint32_t kOvf = kE4M3 ? 0x7Fu : 0x7Cu;  // non-saturating overflow: NaN / Inf
+  constexpr int kShift = 23 - kMan;
+  constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
+  // 2^(23 + log2 smallest subnormal) = 2^(23 + 1 - kBias - kMan): its ulp is the subnormal step.
+  constexpr uint32_t kMagic = static_cast<uint32_t>(127 + 23 + 1 - kBias - kMan) << 23;
+  const uint32_t a = u & 0x7FFFFFFFu;
+  const uint32_t s = (u >> 24) & 0x80u;
+  const float sub_f = frugal::detail::bit_cast<float>(a) + frugal::detail::bit_cast<float>(kMagic);
+  const uint32_t sub = frugal::detail::bit_cast<uint32_t>(sub_f) - kMagic;
+  const uint32_t nrm = (a - (static_cast<uint32_t>(127 - kBias) << 23) +
+                        ((1u << (kShift - 1)) - 1u) + ((a >> kShift) & 1u)) >>
+                       kShift;
+  uint32_t m = a < kMinNormal ? sub : nrm;
+  m = m > kMaxCode ? (saturate ? kMaxCode : kOvf) : m;
+  m = a > 0x7F800000u ? 0x7Fu : m;
+  return static_cast<uint8_t>(s | m);
 }
 
 }  // namespace frugal::amp::detail

@@ -36,8 +36,9 @@ RsvdResult randomized_svd(ConstTensorView a, int64_t rank, const RsvdOptions& op
   const Tensor omega = rand_normal({n, k}, a.dtype, a.device, draw);  // (n, k)
   Tensor q = detail::qr_impl(gemm(a, omega, {}, ctx), ctx).q;         // (m, k)
   for (int64_t it = 0; it < opt.power_iters; ++it) {
-    const Tensor z = detail::qr_impl(gemm(a, q, GemmOptions{.trans_a = true}, ctx), ctx).q;  // (n, k)
-    q = detail::qr_impl(gemm(a, z, {}, ctx), ctx).q;  // (m, k)
+    const Tensor z =
+        detail::qr_impl(gemm(a, q, GemmOptions{.trans_a = true}, ctx), ctx).q;  // (n, k)
+    q = detail::qr_impl(gemm(a, z, {}, ctx), ctx).q;                            // (m, k)
   }
 
   // Stage B (HMT Algorithm 5.1): B = Q^T A (k, n), held as B^T = A^T Q (n, k) so the product has
@@ -46,8 +47,8 @@ RsvdResult randomized_svd(ConstTensorView a, int64_t rank, const RsvdOptions& op
   const SvdResult sb = detail::svd_impl(bt, false, true, ctx);      // U_b (n, k), V_b^T (k, k)
   RsvdResult res;
   res.u = gemm(q, sb.vt.slice(0, 0, rank), GemmOptions{.trans_b = true}, ctx);  // (m, rank)
-  res.s = sb.s.slice(0, 0, rank).contiguous(ctx);                             // (rank)
-  res.vt = sb.u.slice(1, 0, rank).t().contiguous(ctx);                        // (rank, n)
+  res.s = sb.s.slice(0, 0, rank).contiguous(ctx);                               // (rank)
+  res.vt = sb.u.slice(1, 0, rank).t().contiguous(ctx);                          // (rank, n)
 
   const std::vector<double> s = res.s.to_vector<double>();
   bool finite = true;

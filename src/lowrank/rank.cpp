@@ -112,8 +112,8 @@ int64_t select_rank(std::span<const double> s, int64_t m, int64_t n, const RankP
       if (r == 0) return 0;
       break;
     case RankRule::kCompression:
-      FRUGAL_REQUIRE(std::isfinite(policy.value) && policy.value > 0.0, op, "ratio ",
-                     policy.value, " must be > 0");
+      FRUGAL_REQUIRE(std::isfinite(policy.value) && policy.value > 0.0, op, "ratio ", policy.value,
+                     " must be > 0");
       r = rank_for_compression(m, n, policy.value);
       if (r == 0) return 0;
       break;

@@ -26,8 +26,7 @@ void check_matrix(const char* op, ConstTensorView a, const char* what) {
 }
 
 Tensor contiguous_of(ConstTensorView v, const ExecContext& ctx) {
-  Tensor t = Tensor::wrap_strided(const_cast<void*>(v.data), v.shape, v.strides, v.dtype,
-                                  v.device);
+  Tensor t = Tensor::wrap_strided(const_cast<void*>(v.data), v.shape, v.strides, v.dtype, v.device);
   t.set_read_only(true);
   return v.is_contiguous() ? t : t.contiguous(ctx);
 }
@@ -87,7 +86,8 @@ Tensor diag_of(const Tensor& s, const ExecContext& ctx) {
   const std::vector<double> v = s.to_vector<double>();
   const auto r = static_cast<int64_t>(v.size());
   std::vector<double> d(static_cast<std::size_t>(r * r), 0.0);
-  for (int64_t i = 0; i < r; ++i) d[static_cast<std::size_t>(i * r + i)] = v[static_cast<std::size_t>(i)];
+  for (int64_t i = 0; i < r; ++i)
+    d[static_cast<std::size_t>(i * r + i)] = v[static_cast<std::size_t>(i)];
   return Tensor::from_vector(d, {r, r}).to(s.dtype(), ctx).to(s.device(), ctx);
 }
 

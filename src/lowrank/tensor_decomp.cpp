@@ -102,8 +102,8 @@ Tucker2Result tucker2(ConstTensorView w, int64_t rank_out, int64_t rank_in,
   const int64_t co = w.shape[0], ci = w.shape[1], kh = w.shape[2], kw = w.shape[3];
   const int64_t max_out = std::min(co, ci * kh * kw);
   const int64_t max_in = std::min(ci, co * kh * kw);
-  FRUGAL_REQUIRE(rank_out >= 1 && rank_out <= max_out, op, "rank_out ", rank_out,
-                 " outside [1, ", max_out, "] for kernel shape ", w.shape);
+  FRUGAL_REQUIRE(rank_out >= 1 && rank_out <= max_out, op, "rank_out ", rank_out, " outside [1, ",
+                 max_out, "] for kernel shape ", w.shape);
   FRUGAL_REQUIRE(rank_in >= 1 && rank_in <= max_in, op, "rank_in ", rank_in, " outside [1, ",
                  max_in, "] for kernel shape ", w.shape);
   const Tensor wc = detail::contiguous_of(w, ctx);
@@ -116,9 +116,10 @@ Tucker2Result tucker2(ConstTensorView w, int64_t rank_out, int64_t rank_in,
   // core = W x_0 U_out^T x_1 U_in^T.
   const int64_t hw = kh * kw;
   const Tensor t1 = gemm(res.u_out, unfold0(wc), GemmOptions{.trans_a = true}, ctx);  // (r1, ci hw)
-  const Tensor t1p = t1.reshape({rank_out, ci, hw}).transpose(0, 1).contiguous(ctx);  // (ci, r1, hw)
-  const Tensor t2 = gemm(res.u_in, t1p.reshape({ci, rank_out * hw}),
-                         GemmOptions{.trans_a = true}, ctx);  // (r2, r1 hw)
+  const Tensor t1p =
+      t1.reshape({rank_out, ci, hw}).transpose(0, 1).contiguous(ctx);  // (ci, r1, hw)
+  const Tensor t2 = gemm(res.u_in, t1p.reshape({ci, rank_out * hw}), GemmOptions{.trans_a = true},
+                         ctx);  // (r2, r1 hw)
   res.core = t2.reshape({rank_in, rank_out, kh, kw}).transpose(0, 1).contiguous(ctx);
   res.relative_error = residual_ratio(wc, tucker2_reconstruct(res, ctx), ctx);
   return res;
@@ -133,17 +134,18 @@ Tucker2Spectra tucker2_spectra(ConstTensorView w, const ExecContext& ctx) {
 
 Tensor tucker2_reconstruct(const Tucker2Result& t, const ExecContext& ctx) {
   const char* op = "tucker2_reconstruct";
-  FRUGAL_REQUIRE(t.core.defined() && t.u_out.defined() && t.u_in.defined() &&
-                     t.core.rank() == 4 && t.u_out.rank() == 2 && t.u_in.rank() == 2 &&
-                     t.u_out.dim(1) == t.core.dim(0) && t.u_in.dim(1) == t.core.dim(1),
-                 op, "factors do not chain as core (r_out, r_in, kh, kw), U_out (C_out, r_out), "
+  FRUGAL_REQUIRE(t.core.defined() && t.u_out.defined() && t.u_in.defined() && t.core.rank() == 4 &&
+                     t.u_out.rank() == 2 && t.u_in.rank() == 2 && t.u_out.dim(1) == t.core.dim(0) &&
+                     t.u_in.dim(1) == t.core.dim(1),
+                 op,
+                 "factors do not chain as core (r_out, r_in, kh, kw), U_out (C_out, r_out), "
                  "U_in (C_in, r_in)");
   const int64_t r1 = t.core.dim(0), r2 = t.core.dim(1), kh = t.core.dim(2), kw = t.core.dim(3);
   const int64_t co = t.u_out.dim(0), ci = t.u_in.dim(0), hw = kh * kw;
   const Tensor core = t.core.contiguous(ctx);
-  const Tensor c1 = gemm(t.u_out, core.reshape({r1, r2 * hw}), {}, ctx);            // (co, r2 hw)
-  const Tensor c1p = c1.reshape({co, r2, hw}).transpose(0, 1).contiguous(ctx);       // (r2, co, hw)
-  const Tensor c2 = gemm(t.u_in, c1p.reshape({r2, co * hw}), {}, ctx);               // (ci, co hw)
+  const Tensor c1 = gemm(t.u_out, core.reshape({r1, r2 * hw}), {}, ctx);        // (co, r2 hw)
+  const Tensor c1p = c1.reshape({co, r2, hw}).transpose(0, 1).contiguous(ctx);  // (r2, co, hw)
+  const Tensor c2 = gemm(t.u_in, c1p.reshape({r2, co * hw}), {}, ctx);          // (ci, co hw)
   return c2.reshape({ci, co, kh, kw}).transpose(0, 1).contiguous(ctx);
 }
 
@@ -243,11 +245,9 @@ Tensor cp_reconstruct(const CpResult& cp, const ExecContext& ctx) {
               b[static_cast<std::size_t>(i * r + q)] * c[static_cast<std::size_t>(h * r + q)] *
               d[static_cast<std::size_t>(x * r + q)];
         }
-  const Tensor krt = Tensor::from_vector(kr, {ci * kh * kw, r})
-                         .to(cp.out.dtype(), ctx)
-                         .to(cp.out.device(), ctx);
-  return gemm(cp.out, krt, GemmOptions{.trans_b = true}, ctx)
-      .reshape({cp.out.dim(0), ci, kh, kw});
+  const Tensor krt =
+      Tensor::from_vector(kr, {ci * kh * kw, r}).to(cp.out.dtype(), ctx).to(cp.out.device(), ctx);
+  return gemm(cp.out, krt, GemmOptions{.trans_b = true}, ctx).reshape({cp.out.dim(0), ci, kh, kw});
 }
 
 }  // namespace frugal::lowrank

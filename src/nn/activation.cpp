@@ -2,6 +2,7 @@
 #include "frugal/nn/activation.hpp"
 
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "nn/basic_ops.hpp"
 
 namespace frugal::nn {
@@ -51,6 +52,49 @@ Tensor act_backward(const char* op, ActKind kind, ConstTensorView grad, ConstTen
   return out;
 }
 
+/// What an activation layer keeps for backward: its f32 input in the autocast's saved-activation
+/// dtype (bf16 / f16) while an AmpContext asks for it, else the input itself.
+Tensor saved_input(const Tensor& input, const ExecContext& ctx) {
+  const DType low = amp::saved_activation_dtype();
+  if (low == DType::kF32 || input.dtype() != DType::kF32) return input;
+  return amp::to_low(input, low, ctx);
+}
+
+/// grad * act'(saved) for an input saved in the low dtype and an f32 gradient: on the host
+/// straight from the low-precision copy, elsewhere through an f32 copy of it.
+Tensor low_backward(const char* op, ActKind kind, const Tensor& grad, const Tensor& saved,
+                    const ExecContext& ctx) {
+  detail::require_float(op, grad, "grad_out");
+  FRUGAL_REQUIRE(grad.shape() == saved.shape() && grad.device() == saved.device(), op,
+                 "grad_out has shape ", grad.shape(), " on ", grad.device().str(),
+                 "; expected the input's ", saved.shape(), " on ", saved.device().str());
+  FRUGAL_REQUIRE(grad.dtype() == DType::kF32 || grad.dtype() == saved.dtype(), op,
+                 "grad_out has dtype ", dtype_name(grad.dtype()), "; expected f32 or ",
+                 dtype_name(saved.dtype()));
+  if (saved.device().kind != DeviceKind::kCpu) {
+    return act_backward(op, kind, grad, saved.to(grad.dtype(), ctx), ctx);
+  }
+  Tensor out = Tensor::empty(saved.shape(), grad.dtype(), saved.device(), ctx);
+  if (saved.numel() == 0) return out;
+  const Tensor g = grad.contiguous(ctx);
+  cpu::activation_backward_low(static_cast<int>(kind), g, saved, out, ctx);
+  return out;
+}
+
+/// Backward of an activation layer from its saved input (low-precision or not). Under autocast
+/// the saved input is released afterwards, as PyTorch frees a graph's saved tensors.
+Tensor layer_backward(const char* op, ActKind kind, const Tensor& grad, Tensor& saved,
+                      bool autocast, const ExecContext& ctx) {
+  FRUGAL_REQUIRE(saved.defined(), op, "called before forward");
+  FRUGAL_REQUIRE(grad.defined(), op, "grad_output is undefined");
+  if (!autocast) return act_backward(op, kind, grad, saved, ctx);
+  // Autocast: the input was saved in the low dtype; the gradient keeps the dtype it arrives in
+  // (low when it comes from a Linear whose input was this layer's low-precision output).
+  Tensor out = low_backward(op, kind, grad, saved, ctx);
+  saved = Tensor();
+  return out;
+}
+
 }  // namespace
 
 Tensor relu(ConstTensorView x, const ExecContext& ctx) {
@@ -75,27 +119,38 @@ Tensor gelu_backward(ConstTensorView grad_out, ConstTensorView x, GeluApprox app
 Tensor ReLU::forward(const Tensor& input) {
   FRUGAL_REQUIRE(input.defined(), "ReLU", "input is undefined");
   Tensor y = act_forward("ReLU", ActKind::kRelu, input, ctx_);
-  input_ = input;
+  input_ = saved_input(input, ctx_);
+  autocast_ = input_.dtype() != input.dtype();
   return y;
 }
 
 Tensor ReLU::backward(const Tensor& grad_output) {
-  FRUGAL_REQUIRE(input_.defined(), "ReLU::backward", "called before forward");
-  FRUGAL_REQUIRE(grad_output.defined(), "ReLU::backward", "grad_output is undefined");
-  return act_backward("ReLU::backward", ActKind::kRelu, grad_output, input_, ctx_);
+  return layer_backward("ReLU::backward", ActKind::kRelu, grad_output, input_, autocast_, ctx_);
 }
 
 Tensor GELU::forward(const Tensor& input) {
   FRUGAL_REQUIRE(input.defined(), "GELU", "input is undefined");
-  Tensor y = act_forward("GELU", kind_of(approx_), input, ctx_);
-  input_ = input;
-  return y;
+  input_ = saved_input(input, ctx_);
+  autocast_ = input_.dtype() != input.dtype();
+  // Under autocast the output goes to a low-precision GEMM (the GPT MLP's c_proj): hand it over
+  // in the low dtype, as PyTorch's GELU does on an autocast linear's low-precision output (on the
+  // host computed from the fp32 input and rounded once, without an fp32 output buffer).
+  const DType low = amp::autocast_dtype(amp::OpClass::kGemm);
+  if (low != DType::kF32 && autocast_ && input_.dtype() == low) {
+    if (input.device().kind != DeviceKind::kCpu) {
+      return amp::to_low(act_forward("GELU", kind_of(approx_), input, ctx_), low, ctx_);
+    }
+    Tensor y = Tensor::empty(input.shape(), low, input.device(), ctx_);
+    if (input.numel() == 0) return y;
+    const Tensor xc = input.contiguous(ctx_);
+    cpu::activation_forward_low(static_cast<int>(kind_of(approx_)), xc, y, ctx_);
+    return y;
+  }
+  return act_forward("GELU", kind_of(approx_), input, ctx_);
 }
 
 Tensor GELU::backward(const Tensor& grad_output) {
-  FRUGAL_REQUIRE(input_.defined(), "GELU::backward", "called before forward");
-  FRUGAL_REQUIRE(grad_output.defined(), "GELU::backward", "grad_output is undefined");
-  return act_backward("GELU::backward", kind_of(approx_), grad_output, input_, ctx_);
+  return layer_backward("GELU::backward", kind_of(approx_), grad_output, input_, autocast_, ctx_);
 }
 
 }  // namespace frugal::nn

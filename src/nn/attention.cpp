@@ -3,6 +3,7 @@
 #include "frugal/nn/attention.hpp"
 
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "nn/cpu/transformer.hpp"
 #include "nn/transformer_check.hpp"
 
@@ -91,9 +92,34 @@ Tensor CausalSelfAttention::forward(const Tensor& input) {
   FRUGAL_REQUIRE(input.rank() == 3 && input.dim(2) == dim_, "CausalSelfAttention::forward",
                  "input must be (B, T, ", dim_, "), got shape ", input.shape());
   Tensor qkv = c_attn_->forward(input);  // (B, T, 3C)
-  CausalAttentionForward a = causal_attention_forward(qkv, num_heads_, ctx_);
-  qkv_ = std::move(qkv);
-  probs_ = std::move(a.probs);
+  product_dtype_ = qkv.dtype() == DType::kF32 ? amp::autocast_dtype(amp::OpClass::kAttentionProduct)
+                                              : qkv.dtype();
+  if (product_dtype_ == qkv.dtype()) {
+    CausalAttentionForward a = causal_attention_forward(qkv, num_heads_, ctx_);
+    qkv_ = std::move(qkv);
+    probs_ = std::move(a.probs);
+    return c_proj_->forward(a.out);
+  }
+  // Autocast: q, k and v rounded to the low dtype (the products' operands), products accumulated
+  // and softmax computed in fp32 / double.
+  const Tensor qkv_low = amp::to_low(qkv, product_dtype_, ctx_);
+  qkv = Tensor();
+  const bool keep_low = amp::saved_activation_dtype() == product_dtype_;
+  if (keep_low && qkv_low.device().kind == DeviceKind::kCpu) {
+    // Host kernel on the low-precision tensors: no fp32 copy of qkv or probs is ever made.
+    const int64_t b = qkv_low.dim(0), t = qkv_low.dim(1);
+    Tensor out = Tensor::empty({b, t, dim_}, DType::kF32, qkv_low.device(), ctx_);
+    probs_ = Tensor::empty({b, num_heads_, t, t}, product_dtype_, qkv_low.device(), ctx_);
+    cpu::causal_attention_forward_low(qkv_low, num_heads_, out.view(), probs_.view(), ctx_);
+    qkv_ = qkv_low;
+    return c_proj_->forward(out);
+  }
+  // Elsewhere: the fp32 kernel on the rounded values.
+  CausalAttentionForward a =
+      causal_attention_forward(qkv_low.to(DType::kF32, ctx_), num_heads_, ctx_);
+  qkv_ = keep_low ? qkv_low : qkv_low.to(DType::kF32, ctx_);
+  probs_ = keep_low ? amp::to_low(a.probs, product_dtype_, ctx_) : std::move(a.probs);
+  a.probs = Tensor();
   return c_proj_->forward(a.out);
 }
 
@@ -103,7 +129,25 @@ Tensor CausalSelfAttention::backward(const Tensor& grad_output) {
                  "grad_output is undefined");
   Tensor g = c_proj_->backward(grad_output);
   notify_grads_ready(*c_proj_, "c_proj.");
-  Tensor grad_qkv = causal_attention_backward(g, qkv_, probs_, num_heads_, ctx_);
+  Tensor grad_qkv;
+  if (product_dtype_ == g.dtype()) {
+    grad_qkv = causal_attention_backward(g, qkv_, probs_, num_heads_, ctx_);
+  } else if (qkv_.dtype() == product_dtype_ && qkv_.device().kind == DeviceKind::kCpu) {
+    grad_qkv = Tensor::empty(qkv_.shape(), g.dtype(), g.device(), ctx_);
+    const Tensor gc = g.contiguous(ctx_);
+    cpu::causal_attention_backward_low(gc, qkv_, probs_, num_heads_, grad_qkv.view(), ctx_);
+  } else {
+    // Autocast: the backward products take the rounded gradient, q, k, v and probabilities.
+    const DType f = g.dtype();
+    const Tensor gl = amp::to_low(g, product_dtype_, ctx_).to(f, ctx_);
+    g = Tensor();
+    grad_qkv =
+        causal_attention_backward(gl, qkv_.to(f, ctx_), probs_.to(f, ctx_), num_heads_, ctx_);
+  }
+  if (product_dtype_ != grad_qkv.dtype()) {
+    qkv_ = Tensor();  // mixed precision releases the saved tensors (see Linear::backward)
+    probs_ = Tensor();
+  }
   Tensor grad_input = c_attn_->backward(grad_qkv);
   notify_grads_ready(*c_attn_, "c_attn.");
   return grad_input;

@@ -123,6 +123,14 @@ void activation_forward(int kind, ConstTensorView x, TensorView y, const ExecCon
 /// out = grad * act'(x), elementwise.
 void activation_backward(int kind, ConstTensorView grad, ConstTensorView x, TensorView out,
                          const ExecContext& ctx);
+/// y (bf16 or f16) = act(x) for f32 x, computed in float and rounded once (nearest even): the
+/// autocast output of an activation without an f32 buffer. Contiguous, same numel.
+void activation_forward_low(int kind, ConstTensorView x, TensorView y, const ExecContext& ctx);
+/// out = grad * act'(x) for x in bf16 or f16 (an activation input saved in the autocast's low
+/// dtype) and grad either f32 or x's dtype; out has grad's dtype. Computed in float, no f32 copy
+/// of x. Contiguous, same numel.
+void activation_backward_low(int kind, ConstTensorView grad, ConstTensorView x, TensorView out,
+                             const ExecContext& ctx);
 /// y = keep ? x * scale : 0 and mask (u8) = keep, keep from detail::dropout_keep.
 void dropout_forward(ConstTensorView x, float p, double scale, uint64_t seed, uint64_t step,
                      TensorView y, TensorView mask, const ExecContext& ctx);

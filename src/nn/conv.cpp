@@ -6,6 +6,7 @@
 
 #include "core/copy.hpp"
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "frugal/core/philox.hpp"
 #include "frugal/core/random.hpp"
 #include "nn/spatial_internal.hpp"
@@ -245,20 +246,49 @@ Tensor Conv2d::forward(const Tensor& x) {
                  x.shape());
   FRUGAL_REQUIRE(x.dim(1) == in_channels_, "Conv2d", "input has ", x.dim(1), " channels, expected ",
                  in_channels_);
-  Tensor y = conv2d(x, weight_->value, bias_ != nullptr ? bias_->value.cview() : ConstTensorView{},
-                    params_, ctx_);
-  input_ = x;
+  const ConstTensorView bias = bias_ != nullptr ? bias_->value.cview() : ConstTensorView{};
+  const Tensor& w = weight_->value;
+  low_ = x.dtype() == DType::kF32 && w.dtype() == DType::kF32
+             ? amp::autocast_dtype(amp::OpClass::kConv)
+             : DType::kF32;
+  if (low_ == DType::kF32) {
+    Tensor y = conv2d(x, w, bias, params_, ctx_);
+    input_ = x;
+    w_used_ = Tensor();
+    return y;
+  }
+  // Autocast: the operands rounded to the low dtype, convolved by the fp32 kernel (exact products
+  // of the rounded values, fp32 accumulation: what a low-precision convolution computes).
+  const Tensor xl = amp::to_low(x, low_, ctx_);
+  w_used_ = w_copy_.get(w, low_, "Conv2d", 1.f, ctx_);
+  Tensor y = conv2d(xl.to(DType::kF32, ctx_), w_used_.to(DType::kF32, ctx_), bias, params_, ctx_);
+  input_ = amp::saved_activation_dtype() == low_ ? xl : xl.to(DType::kF32, ctx_);
   return y;
 }
 
 Tensor Conv2d::backward(const Tensor& grad_out) {
   FRUGAL_REQUIRE(input_.defined(), "Conv2d", "backward called before forward");
-  if (weight_->trainable) {
-    conv2d_backward_weight(grad_out, input_, weight_->grad.view(), params_, ctx_);
+  if (low_ == DType::kF32) {
+    if (weight_->trainable) {
+      conv2d_backward_weight(grad_out, input_, weight_->grad.view(), params_, ctx_);
+    }
+    if (bias_ != nullptr && bias_->trainable)
+      conv2d_backward_bias(grad_out, bias_->grad.view(), ctx_);
+    return conv2d_backward_input(grad_out, weight_->value, input_.shape(), params_, ctx_);
   }
+  FRUGAL_REQUIRE(grad_out.defined() && grad_out.dtype() == DType::kF32, "Conv2d",
+                 "grad_out must be f32");
   if (bias_ != nullptr && bias_->trainable)
     conv2d_backward_bias(grad_out, bias_->grad.view(), ctx_);
-  return conv2d_backward_input(grad_out, weight_->value, input_.shape(), params_, ctx_);
+  const Tensor gl = amp::to_low(grad_out, low_, ctx_).to(DType::kF32, ctx_);
+  if (weight_->trainable) {
+    conv2d_backward_weight(gl, input_.to(DType::kF32, ctx_), weight_->grad.view(), params_, ctx_);
+  }
+  Tensor gx =
+      conv2d_backward_input(gl, w_used_.to(DType::kF32, ctx_), input_.shape(), params_, ctx_);
+  input_ = Tensor();  // mixed precision releases the saved tensors (see Linear::backward)
+  w_used_ = Tensor();
+  return gx;
 }
 
 }  // namespace frugal::nn

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
+#include "frugal/amp/policy.hpp"
 #include "frugal/core/error.hpp"
 #include "frugal/core/io.hpp"
 #include "frugal/core/ops.hpp"
@@ -32,7 +34,47 @@ int64_t meta_int(const SafetensorsFile& f, const std::string& key, const std::st
   return std::stoll(it->second);
 }
 
+void check_precision(DType precision, const char* op) {
+  FRUGAL_REQUIRE(precision == DType::kF32 || precision == DType::kBF16 || precision == DType::kF16,
+                 op, "teacher precision must be f32, bf16 or f16, got ", dtype_name(precision));
+}
+
+/// The options a Distiller and the loop wrappers share.
+void check_kd_options(const DistillerOptions& options, const char* op) {
+  FRUGAL_REQUIRE(std::isfinite(options.temperature) && options.temperature > 0.0, op,
+                 "temperature must be finite and > 0, got ", options.temperature);
+  FRUGAL_REQUIRE(options.alpha >= 0.0 && options.alpha <= 1.0, op, "alpha must be in [0, 1], got ",
+                 options.alpha);
+  check_precision(options.teacher_precision, op);
+}
+
+/// Starts the autocast guard of a low-precision teacher in `guard` (none for f32). The guard is
+/// neither copyable nor movable (the thread's current policy points into it).
+void enter_teacher_autocast(std::optional<amp::AmpContext>& guard, DType precision) {
+  if (precision != DType::kF32) guard.emplace(amp::default_policy(precision));
+}
+
+/// Logits (N, ..., C) as rows (N ..., C) for the losses.
+Tensor as_rows(const Tensor& logits) {
+  return logits.rank() == 2 ? logits : logits.reshape({-1, logits.dim(logits.rank() - 1)});
+}
+
 }  // namespace
+
+Tensor teacher_forward(Module& teacher, const Tensor& input, DType precision,
+                       const ExecContext& ctx) {
+  check_precision(precision, "teacher_forward");
+  const bool was_training = teacher.is_training();
+  teacher.eval();
+  Tensor logits;
+  {
+    std::optional<amp::AmpContext> guard;
+    enter_teacher_autocast(guard, precision);
+    logits = teacher.forward(input.to(teacher.device(), ctx));
+  }
+  teacher.train(was_training);
+  return logits;
+}
 
 // ---- FeatureAdapter ------------------------------------------------------------------------
 
@@ -191,10 +233,7 @@ Distiller::Distiller(std::shared_ptr<Module> student, std::shared_ptr<Module> te
       options_(options) {
   const char* op = "Distiller";
   FRUGAL_REQUIRE(student_ != nullptr, op, "the student is null");
-  FRUGAL_REQUIRE(std::isfinite(options.temperature) && options.temperature > 0.0, op,
-                 "temperature must be finite and > 0, got ", options.temperature);
-  FRUGAL_REQUIRE(options.alpha >= 0.0 && options.alpha <= 1.0, op, "alpha must be in [0, 1], got ",
-                 options.alpha);
+  check_kd_options(options, op);
   const bool hint = options.hint_student_layer >= 0 || options.hint_teacher_layer >= 0;
   if (hint) {
     auto* s = dynamic_cast<Sequential*>(student_.get());
@@ -233,20 +272,25 @@ DistillStepResult Distiller::step(const Batch& batch) {
       teacher_logits = cache_->logits(batch.indices, device, ctx_);
     }
   } else {
-    const bool was_training = teacher_->is_training();
-    teacher_->eval();
     if (hint) {
-      auto& t = static_cast<Sequential&>(*teacher_);
-      Tensor x = input.to(teacher_->device(), ctx_);
-      for (std::size_t i = 0; i < t.size(); ++i) {
-        x = t[i].forward(x);
-        if (static_cast<int>(i) == options_.hint_teacher_layer) teacher_hint = x.to(device, ctx_);
+      const bool was_training = teacher_->is_training();
+      teacher_->eval();
+      {
+        std::optional<amp::AmpContext> guard;
+        enter_teacher_autocast(guard, options_.teacher_precision);
+        auto& t = static_cast<Sequential&>(*teacher_);
+        Tensor x = input.to(teacher_->device(), ctx_);
+        for (std::size_t i = 0; i < t.size(); ++i) {
+          x = t[i].forward(x);
+          if (static_cast<int>(i) == options_.hint_teacher_layer) teacher_hint = x.to(device, ctx_);
+        }
+        teacher_logits = x.to(device, ctx_);
       }
-      teacher_logits = x.to(device, ctx_);
+      teacher_->train(was_training);
     } else {
-      teacher_logits = teacher_->forward(input.to(teacher_->device(), ctx_)).to(device, ctx_);
+      teacher_logits =
+          teacher_forward(*teacher_, input, options_.teacher_precision, ctx_).to(device, ctx_);
     }
-    teacher_->train(was_training);
   }
 
   // 2. Student forward.
@@ -271,13 +315,15 @@ DistillStepResult Distiller::step(const Batch& batch) {
     teacher_topk.values = teacher_topk.values.to(student_logits.dtype(), ctx_);
   }
 
-  // 3. Losses.
-  const distill::KdResult kd =
+  // 3. Losses, over rows (N ..., C) for sequence models.
+  const Tensor label_rows = student_logits.rank() == 2 ? labels : labels.reshape({-1});
+  distill::KdResult kd =
       teacher_topk.values.defined()
-          ? distill::kd_loss_topk(student_logits, teacher_topk, labels, options_.temperature,
-                                  options_.alpha, ctx_)
-          : distill::kd_loss(student_logits, teacher_logits, labels, options_.temperature,
-                             options_.alpha, ctx_);
+          ? distill::kd_loss_topk(as_rows(student_logits), teacher_topk, label_rows,
+                                  options_.temperature, options_.alpha, ctx_)
+          : distill::kd_loss(as_rows(student_logits), as_rows(teacher_logits), label_rows,
+                             options_.temperature, options_.alpha, ctx_);
+  if (student_logits.rank() != 2) kd.grad_student = kd.grad_student.reshape(student_logits.shape());
   res.kd = kd.kd;
   res.ce = kd.ce;
   res.loss = kd.loss;
@@ -306,6 +352,87 @@ DistillStepResult Distiller::step(const Batch& batch) {
   }
   optimizer_.step(ctx_);
   return res;
+}
+
+// ---- Distillation inside the training loops ------------------------------------------------
+
+namespace detail {
+
+LoopDistillation::LoopDistillation(std::shared_ptr<Module> teacher, const DistillerOptions& options,
+                                   std::function<float()> loss_scale, const char* op)
+    : teacher_(std::move(teacher)), options_(options), loss_scale_(std::move(loss_scale)), op_(op) {
+  FRUGAL_REQUIRE(teacher_ != nullptr, op, "the teacher is null");
+  check_kd_options(options, op);
+  FRUGAL_REQUIRE(options.hint_student_layer < 0 && options.hint_teacher_layer < 0, op,
+                 "feature hints need Distiller::step");
+}
+
+void LoopDistillation::run_teacher(const Tensor& input, Device device, DType dtype) {
+  Tensor t = teacher_forward(*teacher_, input, options_.teacher_precision).to(device);
+  teacher_logits_ = t.dtype() == dtype ? t : t.to(dtype);
+}
+
+Tensor LoopDistillation::blend(const Tensor& student_logits, const Tensor& grad_ce) {
+  FRUGAL_REQUIRE(teacher_logits_.defined() && student_logits.defined(), op_,
+                 "backward without a training forward before it");
+  FRUGAL_REQUIRE(grad_ce.shape() == student_logits.shape(), op_, "gradient of shape ",
+                 grad_ce.shape(), " for logits of shape ", student_logits.shape());
+  FRUGAL_REQUIRE(teacher_logits_.shape() == student_logits.shape(), op_, "teacher logits of shape ",
+                 teacher_logits_.shape(), " for student logits of shape ", student_logits.shape());
+  const distill::KdResult kd =
+      distill::kd_loss(as_rows(student_logits), as_rows(teacher_logits_), options_.temperature);
+  teacher_logits_ = Tensor();
+  last_kd_ = kd.kd;
+  const double s = loss_scale_ ? static_cast<double>(loss_scale_()) : 1.0;
+  const double a = options_.alpha;
+  // alpha = 0 passes the loop's gradient through unchanged (bit for bit).
+  if (a == 0.0) return grad_ce;
+  Tensor g = scale(kd.grad_student, a * s).reshape(student_logits.shape());
+  return a == 1.0 ? g : add(g, scale(grad_ce, 1.0 - a));
+}
+
+}  // namespace detail
+
+DistilledStudent::DistilledStudent(std::shared_ptr<Module> student, std::shared_ptr<Module> teacher,
+                                   const DistillerOptions& options,
+                                   std::function<float()> loss_scale)
+    : student_(std::move(student)),
+      kd_(std::move(teacher), options, std::move(loss_scale), "DistilledStudent") {
+  FRUGAL_REQUIRE(student_ != nullptr, "DistilledStudent", "the student is null");
+  register_module("student", student_);
+}
+
+Tensor DistilledStudent::forward(const Tensor& input) {
+  if (!is_training()) return student_->forward(input);
+  Tensor logits = student_->forward(input);
+  kd_.run_teacher(input, logits.device(), logits.dtype());
+  student_logits_ = logits;
+  return logits;
+}
+
+Tensor DistilledStudent::backward(const Tensor& grad_output) {
+  Tensor g = kd_.blend(student_logits_, grad_output);
+  student_logits_ = Tensor();
+  return student_->backward(g);
+}
+
+DistilledGpt::DistilledGpt(const GPTConfig& student_config, std::shared_ptr<Module> teacher,
+                           const DistillerOptions& options, std::function<float()> loss_scale)
+    : GPT(student_config),
+      kd_(std::move(teacher), options, std::move(loss_scale), "DistilledGpt") {}
+
+Tensor DistilledGpt::forward(const Tensor& tokens) {
+  if (!is_training()) return GPT::forward(tokens);
+  Tensor logits = GPT::forward(tokens);
+  kd_.run_teacher(tokens, logits.device(), logits.dtype());
+  student_logits_ = logits;
+  return logits;
+}
+
+Tensor DistilledGpt::backward(const Tensor& grad_logits) {
+  Tensor g = kd_.blend(student_logits_, grad_logits);
+  student_logits_ = Tensor();
+  return GPT::backward(g);
 }
 
 }  // namespace frugal::nn

@@ -125,14 +125,46 @@ Tensor Linear::forward(const Tensor& input) {
                  input.shape(), "; expected (..., ", in_features_, ")");
   FRUGAL_REQUIRE(input.device() == w.device(), op, "input is on ", input.device().str(),
                  " but the layer is on ", w.device().str());
-  FRUGAL_REQUIRE(input.dtype() == w.dtype(), op, "input has dtype ", dtype_name(input.dtype()),
-                 " but the layer has dtype ", dtype_name(w.dtype()));
-  input_ = as_rows(input, in_features_, ctx_);  // (N, in)
+  const amp::Fp8Recipe* fp8 = amp::Fp8Autocast::current();
+  const DType low = amp::autocast_dtype(amp::OpClass::kGemm);
+  const bool f32 = w.dtype() == DType::kF32;
+  // Under autocast a low-precision activation (a GELU's output) is accepted as it is.
+  const bool low_input = f32 && low != DType::kF32 && fp8 == nullptr && input.dtype() == low;
+  FRUGAL_REQUIRE(input.dtype() == w.dtype() || low_input, op, "input has dtype ",
+                 dtype_name(input.dtype()), " but the layer has dtype ", dtype_name(w.dtype()));
+  const Tensor rows = as_rows(input, in_features_, ctx_);  // (N, in)
   in_shape_ = input.shape();
   out_shape_ = with_last(input.shape(), out_features_);
-  Tensor y =
-      Tensor::empty({input_.dim(0), out_features_}, w.dtype(), w.device(), ctx_);  // (N, out)
-  gemm_into(input_, w, y, GemmOptions{.trans_b = true}, ctx_);
+  Tensor y = Tensor::empty({rows.dim(0), out_features_}, w.dtype(), w.device(), ctx_);  // (N, out)
+  if (f32 && fp8 != nullptr) {
+    // FP8: x and W in E4M3 with their own scales; y = (x8 / s_x)(W8 / s_w)^T, fp32 accumulation.
+    fp8_recipe_ = *fp8;
+    input_ = fp8_input_.quantize(rows, fp8->forward_dtype(), *fp8, ctx_);
+    input_scale_inv_ = fp8_input_.scale_inv();
+    w_used_ = fp8_weight_.quantize(w, fp8->forward_dtype(), *fp8, ctx_);
+    weight_scale_inv_ = fp8_weight_.scale_inv();
+    amp::GemmOptions g;
+    g.trans_b = true;
+    g.a_scale = input_scale_inv_;
+    g.b_scale = weight_scale_inv_;
+    amp::low_gemm_into(input_, w_used_, y, g, ctx_);
+    mode_ = Mode::kFp8;
+  } else if (f32 && low != DType::kF32) {
+    const Tensor xl = low_input ? rows : amp::to_low(rows, low, ctx_);  // (N, in)
+    w_used_ = w_copy_.get(w, low, "Linear", 1.f, ctx_);
+    amp::GemmOptions g;
+    g.trans_b = true;
+    amp::low_gemm_into(xl, w_used_, y, g, ctx_);
+    input_ = amp::saved_activation_dtype() == low || low_input ? xl : rows;
+    input_low_ = low_input;
+    low_ = low;
+    mode_ = Mode::kLow;
+  } else {
+    input_ = rows;
+    w_used_ = Tensor();
+    mode_ = Mode::kPlain;
+    gemm_into(input_, w, y, GemmOptions{.trans_b = true}, ctx_);
+  }
   if (bias_ != nullptr) linear_add_bias(y, bias_->value, ctx_);
   return y.reshape(out_shape_);
 }
@@ -145,17 +177,55 @@ Tensor Linear::backward(const Tensor& grad_output) {
                  "; expected ", out_shape_);
   FRUGAL_REQUIRE(grad_output.device() == input_.device(), op, "grad_output is on ",
                  grad_output.device().str(), " but the layer is on ", input_.device().str());
-  FRUGAL_REQUIRE(grad_output.dtype() == input_.dtype(), op, "grad_output has dtype ",
-                 dtype_name(grad_output.dtype()), " but the layer has dtype ",
-                 dtype_name(input_.dtype()));
+  const DType wdt = weight_->value.dtype();
+  // Under autocast the gradient may arrive in the low dtype (from a GELU between two Linears).
+  const bool g_low = mode_ == Mode::kLow && grad_output.dtype() == low_;
+  FRUGAL_REQUIRE(grad_output.dtype() == wdt || g_low, op, "grad_output has dtype ",
+                 dtype_name(grad_output.dtype()), " but the layer has dtype ", dtype_name(wdt));
   const Tensor g = as_rows(grad_output, out_features_, ctx_);  // (N, out)
-  if (weight_->trainable) {
-    // grad_W (out, in) += g^T x, accumulated in place by the GEMM (beta = 1).
-    gemm_into(g, input_, weight_->grad, GemmOptions{.trans_a = true, .beta = 1.0}, ctx_);
+  if (bias_ != nullptr && bias_->trainable) {
+    if (g_low) {
+      // Column sums of the low-precision gradient in fp32: ones (1, N) times g (N, out), += .
+      const Tensor ones = Tensor::full({1, g.dim(0)}, 1.0, low_, g.device(), ctx_);
+      amp::GemmOptions bo;
+      bo.beta = 1.f;
+      amp::low_gemm_into(ones, g, bias_->grad.reshape({1, out_features_}), bo, ctx_);
+    } else {
+      linear_bias_grad(g, bias_->grad, ctx_);
+    }
   }
-  if (bias_ != nullptr && bias_->trainable) linear_bias_grad(g, bias_->grad, ctx_);
-  Tensor gx = Tensor::empty({g.dim(0), in_features_}, g.dtype(), g.device(), ctx_);  // (N, in)
-  gemm_into(g, weight_->value, gx, GemmOptions{}, ctx_);
+  // grad_input has the dtype of the forward's input (the low dtype for a low input).
+  const DType gx_dtype = mode_ == Mode::kLow && input_low_ ? low_ : wdt;
+  Tensor gx = Tensor::empty({g.dim(0), in_features_}, gx_dtype, g.device(), ctx_);  // (N, in)
+  if (mode_ == Mode::kPlain) {
+    if (weight_->trainable) {
+      // grad_W (out, in) += g^T x, accumulated in place by the GEMM (beta = 1).
+      gemm_into(g, input_, weight_->grad, GemmOptions{.trans_a = true, .beta = 1.0}, ctx_);
+    }
+    gemm_into(g, weight_->value, gx, GemmOptions{}, ctx_);
+    return gx.reshape(in_shape_);
+  }
+  amp::GemmOptions gw;  // grad_W += g^T x
+  gw.trans_a = true;
+  gw.beta = 1.f;
+  amp::GemmOptions gi;  // grad_x = g W
+  Tensor gq, xq;
+  if (mode_ == Mode::kFp8) {
+    gq = fp8_grad_.quantize(g, fp8_recipe_.backward_dtype(), fp8_recipe_, ctx_);
+    xq = input_;
+    gw.a_scale = gi.a_scale = fp8_grad_.scale_inv();
+    gw.b_scale = input_scale_inv_;
+    gi.b_scale = weight_scale_inv_;
+  } else {
+    gq = g_low ? g : amp::to_low(g, low_, ctx_);
+    xq = input_.dtype() == low_ ? input_ : amp::to_low(input_, low_, ctx_);
+  }
+  if (weight_->trainable) amp::low_gemm_into(gq, xq, weight_->grad, gw, ctx_);
+  amp::low_gemm_into(gq, w_used_, gx, gi, ctx_);
+  // Mixed precision releases what the forward saved, as PyTorch frees a graph's saved tensors:
+  // the activation memory falls layer by layer during backward.
+  input_ = Tensor();
+  w_used_ = Tensor();
   return gx.reshape(in_shape_);
 }
 

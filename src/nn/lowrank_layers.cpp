@@ -2,6 +2,7 @@
 #include "frugal/nn/lowrank_layers.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <vector>
 
@@ -17,7 +18,8 @@ Tensor diag_tensor(const std::vector<double>& values, DType dtype, Device device
                    const ExecContext& ctx) {
   const auto r = static_cast<int64_t>(values.size());
   std::vector<double> d(static_cast<std::size_t>(r * r), 0.0);
-  for (int64_t i = 0; i < r; ++i) d[static_cast<std::size_t>(i * r + i)] = values[static_cast<std::size_t>(i)];
+  for (int64_t i = 0; i < r; ++i)
+    d[static_cast<std::size_t>(i * r + i)] = values[static_cast<std::size_t>(i)];
   return Tensor::from_vector(d, {r, r}).to(dtype, ctx).to(device, ctx);
 }
 
@@ -73,8 +75,8 @@ std::shared_ptr<Conv2d> make_conv(int64_t in, int64_t out, Size2 kernel, const C
 }
 
 void require_dense_conv(const char* op, Conv2d& layer) {
-  FRUGAL_REQUIRE(layer.params().groups == 1, op, "only groups = 1 convolutions are factorized, got groups ",
-                 layer.params().groups);
+  FRUGAL_REQUIRE(layer.params().groups == 1, op,
+                 "only groups = 1 convolutions are factorized, got groups ", layer.params().groups);
 }
 
 std::shared_ptr<Sequential> conv_from_tucker2(Conv2d& layer, const lowrank::Tucker2Result& t,
@@ -87,10 +89,11 @@ std::shared_ptr<Sequential> conv_from_tucker2(Conv2d& layer, const lowrank::Tuck
   auto seq = std::make_shared<FactorizedSequential>("Tucker2Conv2d");
   seq->add(make_conv(ci, r2, 1, Conv2dOptions{.bias = false}, t.u_in.t().contiguous(ctx), {},
                      w.dtype(), w.device(), ctx));
-  seq->add(make_conv(r2, r1, layer.kernel_size(),
-                     Conv2dOptions{.stride = p.stride, .padding = p.padding, .dilation = p.dilation,
-                                   .bias = false},
-                     t.core, {}, w.dtype(), w.device(), ctx));
+  seq->add(make_conv(
+      r2, r1, layer.kernel_size(),
+      Conv2dOptions{
+          .stride = p.stride, .padding = p.padding, .dilation = p.dilation, .bias = false},
+      t.core, {}, w.dtype(), w.device(), ctx));
   seq->add(make_conv(r1, co, 1, Conv2dOptions{.bias = bias.defined()}, t.u_out, bias, w.dtype(),
                      w.device(), ctx));
   seq->set_context(layer.context());
@@ -209,17 +212,16 @@ struct Rewriter {
       r1 = std::min<int64_t>(static_cast<int64_t>(policy.value), max_out);
       r2 = std::min<int64_t>(static_cast<int64_t>(policy.value), max_in);
     } else {
-      const auto budget = static_cast<int64_t>(
-          policy.rule == lowrank::RankRule::kParamBudget
-              ? policy.value
-              : std::floor(static_cast<double>(before) / policy.value));
+      const auto budget =
+          static_cast<int64_t>(policy.rule == lowrank::RankRule::kParamBudget
+                                   ? policy.value
+                                   : std::floor(static_cast<double>(before) / policy.value));
       if (opt.conv == ConvFactorization::kCp) {
         r1 = r2 = largest_within(std::max(co, ci) * hw, budget,
                                  [&](int64_t r) { return cp_params(co, ci, kh, kw, r); });
       } else {
-        r1 = r2 = largest_within(std::min(max_out, max_in), budget, [&](int64_t r) {
-          return tucker2_params(co, ci, hw, r, r);
-        });
+        r1 = r2 = largest_within(std::min(max_out, max_in), budget,
+                                 [&](int64_t r) { return tucker2_params(co, ci, hw, r, r); });
       }
     }
     if (opt.conv == ConvFactorization::kCp) {
@@ -254,15 +256,19 @@ struct Rewriter {
 
   void walk(Module& mod, const std::string& prefix) {
     if (dynamic_cast<FactorizedSequential*>(&mod) != nullptr) return;  // already factorized
-    auto* seq = dynamic_cast<Sequential*>(&mod);
+    // Parents whose children are used only through the registry, so replace_child is safe:
+    // Sequential and the GPT MLP. Other modules may hold their layers as members too.
+    const bool replaceable =
+        dynamic_cast<Sequential*>(&mod) != nullptr || dynamic_cast<MLP*>(&mod) != nullptr;
     const auto& children = mod.children();
     for (std::size_t i = 0; i < children.size(); ++i) {
       const std::string name = prefix + children[i].first;
       Module* child = children[i].second.get();
       auto* lin = dynamic_cast<Linear*>(child);
       auto* cv = dynamic_cast<Conv2d*>(child);
-      const bool eligible = seq != nullptr && ((lin != nullptr && opt.linear) ||
-                                               (cv != nullptr && opt.conv != ConvFactorization::kNone));
+      const bool eligible =
+          replaceable && ((lin != nullptr && opt.linear) ||
+                          (cv != nullptr && opt.conv != ConvFactorization::kNone));
       if (!eligible) {
         walk(*child, name + ".");
         continue;
@@ -273,7 +279,7 @@ struct Rewriter {
       std::shared_ptr<Module> repl = lin != nullptr ? linear(*lin, rep) : conv(*cv, rep);
       if (repl) {
         repl->train(child->is_training());
-        seq->replace_child(i, std::move(repl));
+        mod.replace_child(i, std::move(repl));
       }
       reports.push_back(std::move(rep));
     }
@@ -286,14 +292,13 @@ std::shared_ptr<Sequential> factorize_linear(Linear& layer, int64_t rank, const 
   const char* op = "factorize_linear";
   const Tensor& w = layer.weight().value;
   const int64_t k = std::min(w.dim(0), w.dim(1));
-  FRUGAL_REQUIRE(rank >= 1 && rank <= k, op, "rank ", rank, " outside [1, min(out, in) = ", k,
-                 "]");
+  FRUGAL_REQUIRE(rank >= 1 && rank <= k, op, "rank ", rank, " outside [1, min(out, in) = ", k, "]");
   const lowrank::SvdResult f = lowrank::svd(w, lowrank::SvdMode::kThin, ctx);
   return linear_from_svd(layer, f, rank, ctx);
 }
 
-std::shared_ptr<Sequential> factorize_conv_tucker2(Conv2d& layer, int64_t rank_out,
-                                                   int64_t rank_in, const ExecContext& ctx) {
+std::shared_ptr<Sequential> factorize_conv_tucker2(Conv2d& layer, int64_t rank_out, int64_t rank_in,
+                                                   const ExecContext& ctx) {
   require_dense_conv("factorize_conv_tucker2", layer);
   const lowrank::Tucker2Result t = lowrank::tucker2(layer.weight().value, rank_out, rank_in, ctx);
   return conv_from_tucker2(layer, t, ctx);
@@ -307,8 +312,7 @@ std::shared_ptr<Sequential> factorize_conv_cp(Conv2d& layer, int64_t rank,
   return conv_from_cp(layer, cp, ctx);
 }
 
-std::vector<LowRankLayerReport> factorize_model(Sequential& model,
-                                                const lowrank::RankPolicy& policy,
+std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::RankPolicy& policy,
                                                 const FactorizeOptions& opt,
                                                 const ExecContext& ctx) {
   // Validate the policy once up front (select_rank checks the value against its rule).
@@ -321,6 +325,79 @@ std::vector<LowRankLayerReport> factorize_model(Sequential& model,
   Rewriter rw{policy, opt, ctx, {}};
   rw.walk(model, "");
   return std::move(rw.reports);
+}
+
+LowRankSummary summarize(const std::vector<LowRankLayerReport>& reports) {
+  LowRankSummary s;
+  for (const LowRankLayerReport& r : reports) {
+    if (!r.factorized) continue;
+    ++s.layers;
+    s.params_before += r.params_before;
+    s.params_after += r.params_after;
+    s.flops_before += r.flops_before;
+    s.flops_after += r.flops_after;
+  }
+  if (s.params_after > 0) {
+    s.param_ratio = static_cast<double>(s.params_before) / static_cast<double>(s.params_after);
+  }
+  return s;
+}
+
+namespace {
+
+double seconds_between(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Factorizes `model` with the loop's thread count and fills the first fields of the result.
+LowRankFineTuneResult factorize_for_fine_tune(Module& model, const lowrank::RankPolicy& policy,
+                                              const FactorizeOptions& fopt,
+                                              const TrainOptions& train_opt) {
+  LowRankFineTuneResult res;
+  ExecContext ctx;
+  ctx.num_threads = train_opt.num_threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  ctx.run([&] { res.layers = factorize_model(model, policy, fopt, ctx); });
+  res.factorize_seconds = seconds_between(t0);
+  res.summary = summarize(res.layers);
+  return res;
+}
+
+}  // namespace
+
+LowRankFineTuneResult fine_tune_factorized_classifier(
+    Module& model, const lowrank::RankPolicy& policy, const FactorizeOptions& fopt,
+    const LabeledData& train, const LabeledData& test, const AdamWOptions& adamw,
+    const TrainOptions& train_opt) {
+  LowRankFineTuneResult res = factorize_for_fine_tune(model, policy, fopt, train_opt);
+  if (test.inputs.defined() && test.inputs.numel() > 0) {
+    DataLoaderOptions eo;
+    eo.batch_size = 256;  // as train_classifier evaluates
+    res.accuracy_before_fine_tune = evaluate_accuracy(
+        model, DataLoader(std::make_shared<TensorDataset>(test.inputs, test.labels), eo));
+  }
+  AdamW opt(model.named_parameters(), adamw);
+  res.fine_tune = train_classifier(model, opt, train, test, train_opt);
+  return res;
+}
+
+LowRankFineTuneResult fine_tune_factorized_char_gpt(GPT& model, const lowrank::RankPolicy& policy,
+                                                    const FactorizeOptions& fopt,
+                                                    const CharCorpus& corpus,
+                                                    const AdamWOptions& adamw,
+                                                    const TrainOptions& train_opt) {
+  LowRankFineTuneResult res = factorize_for_fine_tune(model, policy, fopt, train_opt);
+  const int64_t t = train_opt.seq_len > 0 ? train_opt.seq_len : model.config().block_size;
+  if (train_opt.eval_batches > 0 && t <= model.config().block_size) {
+    // The windows train_char_gpt's val_loss uses (its evaluation key), so the two compare.
+    const uint64_t eval_seed = char_eval_seed(train_opt);
+    res.val_loss_before_fine_tune =
+        estimate_char_loss(model, corpus, CorpusSplit::kVal, train_opt.eval_batches,
+                           train_opt.batch_size, t, eval_seed);
+  }
+  AdamW opt(model.named_parameters(), adamw);
+  res.fine_tune = train_char_gpt(model, opt, corpus, train_opt);
+  return res;
 }
 
 // ---- LoRALinear -------------------------------------------------------------------------------
@@ -352,9 +429,9 @@ Tensor LoRALinear::forward(const Tensor& input) {
   Tensor y = base_->forward(input);  // validates the input
   if (merged_) return y;
   const int64_t in = base_->in_features(), out = base_->out_features();
-  x_ = input.contiguous(ctx_).reshape({-1, in});  // (N, in)
+  x_ = input.contiguous(ctx_).reshape({-1, in});                 // (N, in)
   h_ = gemm(x_, a_->value, GemmOptions{.trans_b = true}, ctx_);  // (N, r)
-  Tensor rows = y.reshape({-1, out});  // (N, out), shares y's storage
+  Tensor rows = y.reshape({-1, out});                            // (N, out), shares y's storage
   gemm_into(h_, b_->value, rows, GemmOptions{.trans_b = true, .alpha = scaling_, .beta = 1.0},
             ctx_);
   return y;

@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
+#include "frugal/core/philox.hpp"
 #include "nn/optim_internal.hpp"
 
 namespace frugal::nn {
@@ -108,9 +110,9 @@ void Optimizer::check_state(const OptimizerState& s) const {
       FRUGAL_REQUIRE(it->second.defined(), op, "state tensor '", key, "' is undefined");
       FRUGAL_REQUIRE(it->second.shape() == v.shape(), op, "state tensor '", key, "' has shape ",
                      it->second.shape(), " but the parameter has shape ", v.shape());
-      FRUGAL_REQUIRE(it->second.dtype() == v.dtype(), op, "state tensor '", key, "' has dtype ",
-                     dtype_name(it->second.dtype()), " but the parameter has dtype ",
-                     dtype_name(v.dtype()));
+      const DType want = slots_[i][&slot - slot_names_.data()].dtype();
+      FRUGAL_REQUIRE(it->second.dtype() == want, op, "state tensor '", key, "' has dtype ",
+                     dtype_name(it->second.dtype()), "; expected ", dtype_name(want));
     }
   }
   for (const auto& [key, t] : s.tensors) {
@@ -199,6 +201,7 @@ void SGD::step(const ExecContext& ctx) {
     }
   }
   ++step_;
+  amp::invalidate_weight_copies();
 }
 
 std::map<std::string, double> SGD::hyperparameters() const {
@@ -233,6 +236,8 @@ void check_adamw(const AdamWOptions& o, const std::string& op) {
   FRUGAL_REQUIRE(finite_nonneg(o.eps), op, "eps ", o.eps, " must be finite and >= 0");
   FRUGAL_REQUIRE(finite_nonneg(o.weight_decay), op, "weight decay ", o.weight_decay,
                  " must be finite and >= 0");
+  FRUGAL_REQUIRE(o.moments_dtype == DType::kF32 || o.moments_dtype == DType::kBF16, op,
+                 "moments_dtype must be f32 or bf16, got ", dtype_name(o.moments_dtype));
 }
 
 AdamWOptions adamw_from(const std::map<std::string, double>& h, const std::string& op) {
@@ -254,7 +259,15 @@ const AdamWOptions& checked(const AdamWOptions& o) {
 
 AdamW::AdamW(const std::vector<NamedParameter>& params, const AdamWOptions& options)
     : Optimizer(params, checked(options).lr, {"exp_avg", "exp_avg_sq"}, "AdamW"),
-      options_(options) {}
+      options_(options) {
+  if (options_.moments_dtype == DType::kF32) return;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& v = params_[i].param->value;
+    FRUGAL_REQUIRE(v.dtype() == DType::kF32, "AdamW", "bf16 moments need f32 parameters; '",
+                   params_[i].name, "' is ", dtype_name(v.dtype()));
+    for (Tensor& s : slots_[i]) s = Tensor::zeros(v.shape(), DType::kBF16, v.device());
+  }
+}
 
 void AdamW::step(const ExecContext& ctx) {
   const int64_t t = step_ + 1;
@@ -269,6 +282,20 @@ void AdamW::step(const ExecContext& ctx) {
     check_grad("AdamW::step", params_[i].name, p);
     check_slots("AdamW::step", params_[i].name, p, slots_[i]);
     if (p.value.numel() == 0) continue;
+    if (options_.moments_dtype == DType::kBF16) {
+      if (p.value.device().kind != DeviceKind::kCpu) {
+        detail::fail(ErrorCode::kUnsupported, "AdamW::step", "bf16 moments run on the CPU only; '",
+                     params_[i].name, "' is on ", p.value.device().str());
+      }
+      // A counter range per step and parameter: 2 * ceil(n / 2) blocks each.
+      const auto n = static_cast<uint64_t>(p.value.numel());
+      cpu::optim_adamw_update_bf16(p.value.view(), p.grad.cview(), slots_[i][0].view(),
+                                   slots_[i][1].view(), decay, options_.beta1, options_.beta2,
+                                   step_size, bc2_sqrt, options_.eps, options_.stochastic_rounding,
+                                   options_.seed, rounding_offset_, ctx);
+      rounding_offset_ += 2 * ((n + 1) / 2);
+      continue;
+    }
     switch (p.value.device().kind) {
       case DeviceKind::kCpu:
         cpu::optim_adamw_update(p.value.view(), p.grad.cview(), slots_[i][0].view(),
@@ -283,6 +310,7 @@ void AdamW::step(const ExecContext& ctx) {
     }
   }
   step_ = t;
+  amp::invalidate_weight_copies();
 }
 
 std::map<std::string, double> AdamW::hyperparameters() const {
@@ -298,7 +326,12 @@ void AdamW::check_hyperparameters(const std::map<std::string, double>& h,
 }
 
 void AdamW::set_hyperparameters(const std::map<std::string, double>& h) {
+  const AdamWOptions kept = options_;
   options_ = adamw_from(h, "AdamW::load_state");
+  // Storage and rounding are properties of this optimizer's slots, not of the saved scalars.
+  options_.moments_dtype = kept.moments_dtype;
+  options_.stochastic_rounding = kept.stochastic_rounding;
+  options_.seed = kept.seed;
 }
 
 // ---- clip_grad_norm ----------------------------------------------------------------------------

@@ -22,6 +22,15 @@ void optim_adamw_update(TensorView p, ConstTensorView g, TensorView m, TensorVie
                         double beta1, double beta2, double step_size, double bc2_sqrt, double eps,
                         const ExecContext& ctx);
 
+/// AdamW with bf16 moments m, v (f32 p and g): each element's moments are read to fp32, updated
+/// as in optim_adamw_update (the parameter step uses the fp32 values) and stored to bf16 with
+/// nearest-even or, when `stochastic`, stochastic rounding from Philox (seed, offset; consumes
+/// 2 * ceil(n / 2) counters).
+void optim_adamw_update_bf16(TensorView p, ConstTensorView g, TensorView m, TensorView v,
+                             double decay, double beta1, double beta2, double step_size,
+                             double bc2_sqrt, double eps, bool stochastic, uint64_t seed,
+                             uint64_t offset, const ExecContext& ctx);
+
 /// Sum of x^2 over every element, in double, in fixed chunks of kReduceChunk combined in order.
 double optim_sum_squares(ConstTensorView x, const ExecContext& ctx);
 

@@ -1,6 +1,9 @@
 // nn integration of pruning (include/frugal/nn/prune_layers.hpp).
 #include "frugal/nn/prune_layers.hpp"
 
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
@@ -142,14 +145,17 @@ std::map<std::string, Tensor> Pruner::state() const {
   return out;
 }
 
-void Pruner::load_state(const std::map<std::string, Tensor>& state) {
-  // Validate everything before assigning anything.
+void Pruner::check_state(const std::map<std::string, Tensor>& state) const {
   for (const auto& n : names_) {
     auto it = state.find(kMaskPrefix + n);
     FRUGAL_REQUIRE(it != state.end(), "Pruner::load_state", "no mask for '", n, "'");
     FRUGAL_REQUIRE(it->second.dtype() == DType::kU8 && it->second.shape() == param(n).value.shape(),
                    "Pruner::load_state", "mask of '", n, "' has the wrong dtype or shape");
   }
+}
+
+void Pruner::load_state(const std::map<std::string, Tensor>& state) {
+  check_state(state);  // everything is validated before anything is assigned
   for (const auto& n : names_) set_mask(n, state.at(kMaskPrefix + n));
 }
 
@@ -264,6 +270,20 @@ void PruneFinetune::take_snapshot(const ExecContext& ctx) {
 bool PruneFinetune::step(const ExecContext& ctx) {
   pruner_->mask_grads(ctx);
   optim_->step(ctx);
+  return after_update(ctx);
+}
+
+StepHooks PruneFinetune::hooks(const ExecContext& ctx) {
+  StepHooks h;
+  h.before_step = [this, ctx](int64_t) {
+    pruner_->mask_grads(ctx);
+    return true;
+  };
+  h.after_step = [this, ctx](int64_t) { after_update(ctx); };
+  return h;
+}
+
+bool PruneFinetune::after_update(const ExecContext& ctx) {
   ++t_;
   if (rewind_step_ > 0 && t_ == rewind_step_) take_snapshot(ctx);
   bool pruned = false;
@@ -487,15 +507,55 @@ SparseLinear::SparseLinear(Linear& dense, const Tensor& mask) {
   train(false);
 }
 
+namespace {
+
+// The transpose of a contiguous rank-2 tensor. On the host: 32 x 32 blocks (reads and writes
+// both touch whole cache lines), oneTBB over block rows; the generic strided copy is several
+// times slower for the (batch, features) shapes of inference. Elsewhere: t().contiguous().
+Tensor transpose2d(const Tensor& a, const ExecContext& ctx) {
+  if (a.device().kind != DeviceKind::kCpu ||
+      (a.dtype() != DType::kF32 && a.dtype() != DType::kF64)) {
+    return a.t().contiguous(ctx);
+  }
+  const int64_t R = a.dim(0), C = a.dim(1);
+  Tensor out = Tensor::empty(Shape{C, R}, a.dtype());
+  constexpr int64_t kB = 32;
+  auto run = [&]<class T>() {
+    const T* src = a.data<T>();
+    T* dst = out.data<T>();
+    ctx.run([&] {
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, (R + kB - 1) / kB, 1), [&](auto rg) {
+        for (int64_t bi = rg.begin(); bi < rg.end(); ++bi) {
+          const int64_t r0 = bi * kB, r1 = std::min(R, r0 + kB);
+          for (int64_t c0 = 0; c0 < C; c0 += kB) {
+            const int64_t c1 = std::min(C, c0 + kB);
+            for (int64_t c = c0; c < c1; ++c) {
+              for (int64_t r = r0; r < r1; ++r) dst[c * R + r] = src[r * C + c];
+            }
+          }
+        }
+      });
+    });
+  };
+  if (a.dtype() == DType::kF32) {
+    run.operator()<float>();
+  } else {
+    run.operator()<double>();
+  }
+  return out;
+}
+
+}  // namespace
+
 Tensor SparseLinear::forward(const Tensor& input) {
   const char* op = "SparseLinear";
   FRUGAL_REQUIRE(input.rank() >= 1 && input.dim(-1) == w_.cols, op, "input last dim ",
                  input.rank() ? input.dim(-1) : 0, " != in_features ", w_.cols);
   const int64_t rows = input.numel() / w_.cols;
   Tensor x2 = input.contiguous(ctx_).reshape(Shape{rows, w_.cols});
-  Tensor xt = x2.t().contiguous(ctx_);    // (in, N)
+  Tensor xt = transpose2d(x2, ctx_);      // (in, N)
   Tensor yt = prune::spmm(w_, xt, ctx_);  // (out, N)
-  Tensor y = yt.t().contiguous(ctx_);     // (N, out)
+  Tensor y = transpose2d(yt, ctx_);       // (N, out)
   if (bias_.defined()) linear_add_bias(y, bias_, ctx_);
   Shape out_shape = input.shape();
   out_shape[out_shape.rank() - 1] = w_.rows;
@@ -505,6 +565,34 @@ Tensor SparseLinear::forward(const Tensor& input) {
 Tensor SparseLinear::backward(const Tensor&) {
   detail::fail(ErrorCode::kUnsupported, "SparseLinear",
                "inference only: backward is not implemented");
+}
+
+// ---- checkpoints with masks ---------------------------------------------------------------------
+
+void save_pruned_checkpoint(const std::string& path, Module& model, const Optimizer* optim,
+                            const TrainState& state, const Pruner& pruner) {
+  save_checkpoint(path, model, optim, state);
+  // Re-written with the masks added (atomically again): the checkpoint's own format is kept
+  // byte for byte in its tensors and metadata.
+  SafetensorsFile f = load_safetensors(path);
+  for (auto& [name, t] : pruner.state()) f.tensors[name] = t;
+  save_safetensors(path, f);
+}
+
+TrainState load_pruned_checkpoint(const std::string& path, Module& model, Optimizer* optim,
+                                  Pruner& pruner, const ExecContext& ctx) {
+  SafetensorsFile f;
+  try {
+    f = load_safetensors(path);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kIoError) throw;
+    detail::fail(ErrorCode::kIoError, "load_checkpoint", path, ": ", e.what());
+  }
+  pruner.check_state(f.tensors);                             // masks first: nothing assigned yet
+  TrainState st = load_checkpoint(path, model, optim, ctx);  // validates, then assigns
+  pruner.load_state(f.tensors);
+  pruner.apply_masks(ctx);
+  return st;
 }
 
 // ---- report -------------------------------------------------------------------------------------

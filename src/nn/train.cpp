@@ -398,6 +398,8 @@ TrainResult train_classifier(Module& model, Optimizer& optimizer, const LabeledD
   return r;
 }
 
+uint64_t char_eval_seed(const TrainOptions& options) { return options.seed ^ 0x5eed0e7a1ULL; }
+
 double estimate_char_loss(GPT& model, const CharCorpus& corpus, CorpusSplit split, int64_t batches,
                           int64_t batch_size, int64_t seq_len, uint64_t seed) {
   FRUGAL_REQUIRE(batches > 0, "estimate_char_loss", "batches ", batches, " is not positive");
@@ -456,7 +458,7 @@ TrainResult train_char_gpt(GPT& model, Optimizer& optimizer, const CharCorpus& c
     r.peak_host_bytes = host_peak_bytes();
     if (bar) bar->finish();
     // Loss estimates on fixed windows drawn with a key of their own (not the training draws).
-    const uint64_t eval_seed = options.seed ^ 0x5eed0e7a1ULL;
+    const uint64_t eval_seed = char_eval_seed(options);
     r.final_train_loss = estimate_char_loss(model, corpus, CorpusSplit::kTrain,
                                             options.eval_batches, b, t, eval_seed);
     r.val_loss =

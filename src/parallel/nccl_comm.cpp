@@ -18,10 +18,33 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kIdBytes = 128;  // sizeof(ncclUniqueId)
 
+}  // namespace
+
+/// The communicator handle, shared with the Work handles so that a timed-out wait can abort it.
+struct NcclComm::State {
+  void* comm = nullptr;  // ncclComm_t; null once aborted
+  bool aborted = false;
+  /// ncclCommAbort: stops the stuck kernels and frees the communicator (the stream may then be
+  /// used again); every later operation raises CommError.
+  void abort() noexcept {
+    if (aborted) return;
+    aborted = true;
+    try {
+      cu::nccl_comm_destroy(comm, true);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "[NcclComm] abort failed: %s\n", e.what());
+    }
+    comm = nullptr;
+  }
+};
+
+namespace {
+
 class NcclWork final : public Work {
  public:
-  NcclWork(void* comm, void* event, const char* op, std::chrono::milliseconds timeout)
-      : comm_(comm), event_(event), op_(op), timeout_(timeout) {}
+  NcclWork(std::shared_ptr<NcclComm::State> state, void* event, const char* op,
+           std::chrono::milliseconds timeout)
+      : state_(std::move(state)), event_(event), op_(op), timeout_(timeout) {}
   ~NcclWork() override {
     try {
       cu::nccl_event_destroy(event_);
@@ -31,20 +54,27 @@ class NcclWork final : public Work {
   void wait() override {
     const auto deadline = Clock::now() + timeout_;
     for (uint32_t i = 0; !is_completed(); ++i) {
-      if (Clock::now() > deadline)
+      if (Clock::now() > deadline) {
+        // A stuck NCCL kernel never finishes by itself: abort the communicator (as PyTorch's
+        // NCCL watchdog does) so the GPU and the stream are released, then report.
+        state_->abort();
         detail::fail(ErrorCode::kTimeout, op_, "timed out after ", timeout_.count(),
-                     " ms waiting for the NCCL operation (a peer did not join)");
+                     " ms waiting for the NCCL operation (a peer did not join); the communicator "
+                     "was aborted");
+      }
       if (i > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
   bool is_completed() override {
     if (done_) return true;
-    done_ = cu::nccl_query(comm_, event_) != 0;
+    if (state_->aborted)
+      detail::fail(ErrorCode::kCommError, op_, "the NCCL communicator was aborted");
+    done_ = cu::nccl_query(state_->comm, event_) != 0;
     return done_;
   }
 
  private:
-  void* comm_;
+  std::shared_ptr<NcclComm::State> state_;
   void* event_;
   const char* op_;
   std::chrono::milliseconds timeout_;
@@ -54,16 +84,22 @@ class NcclWork final : public Work {
 }  // namespace
 
 NcclComm::NcclComm(const void* id, int nranks, int rank, int device, const CommOptions& options)
-    : Communicator(options), rank_(rank), size_(nranks), device_(device) {
-  comm_ = cu::nccl_comm_init(id, nranks, rank, device);
+    : Communicator(options),
+      state_(std::make_shared<State>()),
+      rank_(rank),
+      size_(nranks),
+      device_(device) {
+  state_->comm = cu::nccl_comm_init(id, nranks, rank, device);
 }
 
 NcclComm::~NcclComm() {
+  if (state_->aborted) return;
   try {
-    cu::nccl_comm_destroy(comm_, aborted_);
+    cu::nccl_comm_destroy(state_->comm, false);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[NcclComm] destroy failed: %s\n", e.what());
   }
+  state_->comm = nullptr;
 }
 
 std::unique_ptr<NcclComm> NcclComm::create(Communicator& bootstrap, int device,
@@ -77,10 +113,9 @@ std::unique_ptr<NcclComm> NcclComm::create(Communicator& bootstrap, int device,
 }
 
 std::unique_ptr<NcclComm> NcclComm::create(int nranks, int rank, int device,
-                                           const std::string& id_path,
-                                           const CommOptions& options) {
-  FRUGAL_REQUIRE(nranks >= 1 && rank >= 0 && rank < nranks, "NcclComm", "rank ", rank,
-                 " of ", nranks, " is not valid");
+                                           const std::string& id_path, const CommOptions& options) {
+  FRUGAL_REQUIRE(nranks >= 1 && rank >= 0 && rank < nranks, "NcclComm", "rank ", rank, " of ",
+                 nranks, " is not valid");
   FRUGAL_REQUIRE(device >= 0, "NcclComm", "device must be >= 0, got ", device);
   FRUGAL_REQUIRE(nranks == 1 || !id_path.empty(), "NcclComm",
                  "an id file is needed for more than one rank");
@@ -109,17 +144,17 @@ std::unique_ptr<NcclComm> NcclComm::create(int nranks, int rank, int device,
 
 std::shared_ptr<Work> NcclComm::enqueue(const char* op, int kind, const void* send, void* recv,
                                         int64_t count, DType dtype, int reduce, int peer) {
-  if (aborted_)
-    detail::fail(ErrorCode::kCommError, op, "communicator unusable after an earlier failure");
-  cu::nccl_enqueue(comm_, kind, send, recv, count, dtype, reduce, peer, ctx_.stream);
-  return std::make_shared<NcclWork>(comm_, cu::nccl_record(ctx_.stream), op, timeout());
+  if (state_->aborted)
+    detail::fail(ErrorCode::kCommError, op,
+                 "the NCCL communicator was aborted after an earlier timeout");
+  cu::nccl_enqueue(state_->comm, kind, send, recv, count, dtype, reduce, peer, ctx_.stream);
+  return std::make_shared<NcclWork>(state_, cu::nccl_record(ctx_.stream), op, timeout());
 }
 
 std::shared_ptr<Work> NcclComm::do_allreduce(TensorView x, ReduceOp op) {
   return enqueue("allreduce", 0, x.data, x.data, x.numel(), x.dtype, static_cast<int>(op), 0);
 }
-std::shared_ptr<Work> NcclComm::do_reduce_scatter(ConstTensorView in, TensorView out,
-                                                  ReduceOp op) {
+std::shared_ptr<Work> NcclComm::do_reduce_scatter(ConstTensorView in, TensorView out, ReduceOp op) {
   return enqueue("reduce_scatter", 1, in.data, out.data, out.numel(), out.dtype,
                  static_cast<int>(op), 0);
 }

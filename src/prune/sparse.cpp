@@ -62,6 +62,15 @@ CsrMatrix CsrMatrix::to(Device device, const ExecContext& ctx) const {
   return {rows, cols, row_ptr.to(device, ctx), col_idx.to(device, ctx), values.to(device, ctx)};
 }
 int64_t CsrMatrix::nbytes() const { return row_ptr.nbytes() + col_idx.nbytes() + values.nbytes(); }
+BsrMatrix BsrMatrix::to(Device device, const ExecContext& ctx) const {
+  return {rows,
+          cols,
+          block_rows,
+          block_cols,
+          row_ptr.to(device, ctx),
+          col_idx.to(device, ctx),
+          values.to(device, ctx)};
+}
 int64_t BsrMatrix::nbytes() const { return row_ptr.nbytes() + col_idx.nbytes() + values.nbytes(); }
 Sparse24Matrix Sparse24Matrix::to(Device device, const ExecContext& ctx) const {
   return {rows, cols, values.to(device, ctx), indices.to(device, ctx)};
@@ -178,6 +187,7 @@ BsrMatrix to_bsr(ConstTensorView dense, int64_t br, int64_t bc, ConstTensorView 
 
 Tensor bsr_to_dense(const BsrMatrix& a) {
   FRUGAL_REQUIRE(a.values.defined(), "bsr_to_dense", "empty BSR matrix");
+  if (a.device().kind != DeviceKind::kCpu) return bsr_to_dense(a.to(Device::cpu()));
   Tensor out = Tensor::zeros(Shape{a.rows, a.cols}, a.values.dtype());
   const int32_t* rp = a.row_ptr.data<int32_t>();
   const int32_t* ci = a.col_idx.data<int32_t>();
@@ -293,11 +303,16 @@ Tensor spmm(const BsrMatrix& a, ConstTensorView x, const ExecContext& ctx) {
   const char* op = "spmm";
   FRUGAL_REQUIRE(a.values.defined(), op, "empty BSR matrix");
   check_x(op, a.cols, a.values.dtype(), a.values.device(), x);
-  FRUGAL_REQUIRE(x.device.kind == DeviceKind::kCpu, op, "BSR products run on the CPU only");
   Tensor xc = contig(x, ctx);
   const int64_t N = xc.dim(1);
-  Tensor y = Tensor::empty(Shape{a.rows, N}, a.values.dtype());
-  if (N == 0) return y;
+  Tensor y = Tensor::empty(Shape{a.rows, N}, a.values.dtype(), a.device(), ctx);
+  if (N == 0 || a.rows == 0) return y;
+  if (a.device().kind == DeviceKind::kCuda) {
+    FRUGAL_REQUIRE(N <= int64_t{65535} * 128 && a.rows <= std::numeric_limits<int32_t>::max(), op,
+                   "CUDA BSR product limited to 8388480 columns and 2^31 - 1 rows");
+    cu::prune_bsr_spmm(a.row_ptr, a.col_idx, a.values, a.block_rows, a.block_cols, xc, y, ctx);
+    return y;
+  }
   if (y.dtype() == DType::kF32) {
     cpu::prune_bsr_spmm<float>(a.row_ptr.data<int32_t>(), a.col_idx.data<int32_t>(),
                                a.values.data<float>(), a.rows, a.cols, a.block_rows, a.block_cols,

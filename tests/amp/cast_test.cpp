@@ -3,8 +3,6 @@
 // Philox stream, amax equals core abs_max, and bad input fails with "[amp::cast]".
 #include "frugal/amp/cast.hpp"
 
-#include "amp/cast_bits.hpp"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "amp/cast_bits.hpp"
 #include "frugal/core.hpp"
 #include "frugal/core/philox.hpp"
 #include "support/tolerance.hpp"
@@ -242,8 +241,11 @@ TEST(AmpCast, StochasticResultIsAlwaysANeighbour) {
 }
 
 TEST(AmpCast, StochasticFollowsThePhiloxStream) {
-  // Independent check of the documented rule for bf16 normals: the low 16 bits of lane i % 4 of
-  // philox_block(seed, offset, i) are added to the 16 dropped bits and the sum truncated.
+  // Independent check of the documented stream. bf16: element i takes 16 bits, half i % 2 (low
+  // first) of lane (i % 8) / 2 of the Philox block with counter i / 8 + offset; bf16 normals drop
+  // 16 bits: the random bits are added and the sum truncated. E4M3: element i takes byte i % 16
+  // (little-endian x, y, z, w) of the block with counter i / 16 + offset; normals drop 20 bits
+  // `rem`: round up iff r8 + ceil(rem / 2^12) >= 2^8.
   const Tensor x = testing::random_uniform(Shape{4099}, 17, 0.5f, 4.f);
   ExecContext ctx;
   ctx.seed = 0x1234567890ull;
@@ -251,13 +253,22 @@ TEST(AmpCast, StochasticFollowsThePhiloxStream) {
   CastOptions opt;
   opt.rounding = Rounding::kStochastic;
   const auto c = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
+  const auto c8 = codes_of(cast(x.cview(), DType::kF8E4M3, opt, ctx).out);
   const auto v = x.to_vector<float>();
   for (size_t i = 0; i < v.size(); ++i) {
     uint32_t u;
     std::memcpy(&u, &v[i], 4);
-    const uint32_t rnd = lane(philox_block(ctx.seed, ctx.offset, i), static_cast<int>(i % 4));
-    const uint32_t expected = (u + (rnd & 0xFFFFu)) >> 16;
-    ASSERT_EQ(c[i], expected) << i;
+    const Uint4 blk = Philox4x32::generate(philox_counter(i / 8, ctx.offset), ctx.seed);
+    const uint32_t word = lane(blk, static_cast<int>(i % 8 / 2));
+    const uint32_t r16 = i % 2 == 1 ? word >> 16 : word & 0xFFFFu;
+    ASSERT_EQ(c[i], (u + r16) >> 16) << i;
+    // E4M3: exponent e - 127 + 7, 3 kept mantissa bits; [0.5, 4) is normal and below 448.
+    const Uint4 blk8 = Philox4x32::generate(philox_counter(i / 16, ctx.offset), ctx.seed);
+    const uint32_t r8 = (lane(blk8, static_cast<int>(i % 16 / 4)) >> (8 * (i % 4))) & 0xFFu;
+    const uint32_t rem = u & 0xFFFFFu;
+    const uint32_t up = (r8 + (rem + 4095u) / 4096u) >> 8;
+    const uint32_t code = ((((u >> 23) - 120u) << 3) | ((u >> 20) & 7u)) + up;
+    ASSERT_EQ(c8[i], code) << i;
   }
 }
 
@@ -373,10 +384,11 @@ namespace frugal::amp {
 namespace {
 
 TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
-  // The CPU's vectorized bf16 stochastic path must give the bits of the generic integer
-  // conversion (detail::encode_sr) that the CUDA kernel runs, on every class of input.
+  // The CPU's vectorized stochastic paths must give the bits of the readable integer conversion
+  // (detail::encode_sr) that the CUDA kernel runs, with the stream of detail::sr_random, on
+  // every class of input, for every target and overflow mode; odd length covers the tail.
   std::mt19937 gen(23);
-  std::vector<float> v(1 << 18);
+  std::vector<float> v((1 << 18) + 77);
   for (auto& x : v) {
     const uint32_t u = gen();
     std::memcpy(&x, &u, 4);
@@ -389,10 +401,17 @@ TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
     CastOptions opt;
     opt.rounding = Rounding::kStochastic;
     opt.overflow = ov;
-    const auto c = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
+    const auto h = codes_of(cast(x.cview(), DType::kF16, opt, ctx).out);
+    const auto b = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
+    const auto e4 = codes_of(cast(x.cview(), DType::kF8E4M3, opt, ctx).out);
+    const auto e5 = codes_of(cast(x.cview(), DType::kF8E5M2, opt, ctx).out);
     for (size_t i = 0; i < v.size(); ++i) {
-      const uint32_t rnd = lane(philox_block(ctx.seed, ctx.offset, i), static_cast<int>(i % 4));
-      ASSERT_EQ(c[i], detail::encode_sr<detail::kFmtBF16>(v[i], ov, rnd)) << v[i];
+      const uint32_t r = detail::sr_random(ctx.seed, ctx.offset, i, 16);
+      const uint32_t r8 = detail::sr_random(ctx.seed, ctx.offset, i, 8);
+      ASSERT_EQ(h[i], detail::encode_sr<detail::kFmtF16>(v[i], ov, r)) << v[i];
+      ASSERT_EQ(b[i], detail::encode_sr<detail::kFmtBF16>(v[i], ov, r)) << v[i];
+      ASSERT_EQ(e4[i], detail::encode_sr<detail::kFmtE4M3>(v[i], ov, r8)) << v[i];
+      ASSERT_EQ(e5[i], detail::encode_sr<detail::kFmtE5M2>(v[i], ov, r8)) << v[i];
     }
   }
 }

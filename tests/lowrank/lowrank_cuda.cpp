@@ -1,6 +1,7 @@
 // CUDA parity of the low-rank decompositions: cuSOLVER SVD / QR against the CPU (Eigen) on
 // matrices with known singular values; randomized SVD (same Philox sketch) and Tucker-2 / CP on
-// device tensors. Subspaces are compared up to the sign of each singular vector.
+// device tensors; factorized layers and factorize_model on a device model. Subspaces are
+// compared up to the sign of each singular vector.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,8 @@
 
 #include "frugal/core/ops.hpp"
 #include "frugal/lowrank.hpp"
+#include "frugal/nn/lowrank_layers.hpp"
+#include "frugal/nn/models.hpp"
 #include "frugal/ref/lowrank.hpp"
 #include "support/gpu.hpp"
 #include "support/tolerance.hpp"
@@ -21,7 +24,8 @@ Tensor make(const std::vector<double>& v, Shape shape, DType dtype) {
 
 std::vector<double> decaying(int64_t k, double base) {
   std::vector<double> s(static_cast<std::size_t>(k));
-  for (int64_t i = 0; i < k; ++i) s[static_cast<std::size_t>(i)] = std::pow(base, static_cast<double>(i));
+  for (int64_t i = 0; i < k; ++i)
+    s[static_cast<std::size_t>(i)] = std::pow(base, static_cast<double>(i));
   return s;
 }
 
@@ -32,7 +36,8 @@ double sign_free_column_defect(const Tensor& x, const Tensor& y) {
           .to_vector<double>();
   const int64_t c = x.dim(1);
   double worst = 0.0;
-  for (int64_t j = 0; j < c; ++j) worst = std::max(worst, std::fabs(std::fabs(g[static_cast<std::size_t>(j * c + j)]) - 1.0));
+  for (int64_t j = 0; j < c; ++j)
+    worst = std::max(worst, std::fabs(std::fabs(g[static_cast<std::size_t>(j * c + j)]) - 1.0));
   return worst;
 }
 
@@ -47,8 +52,8 @@ TEST(LowrankCuda, SvdMatchesCpu) {
                        Case{96, 96, DType::kF32}, Case{50, 120, DType::kF32}}) {
     const int64_t k = std::min(c.m, c.n);
     // Distinct singular values (ratio 0.9) so each singular vector is unique up to sign.
-    const Tensor a = make(ref::matrix_with_singular_values(c.m, c.n, decaying(k, 0.9), 4),
-                          {c.m, c.n}, c.dtype);
+    const Tensor a =
+        make(ref::matrix_with_singular_values(c.m, c.n, decaying(k, 0.9), 4), {c.m, c.n}, c.dtype);
     const lowrank::SvdResult cpu = lowrank::svd(a);
     const lowrank::SvdResult gpu = lowrank::svd(a.to(Device::cuda()));
     ASSERT_TRUE(gpu.converged) << gpu.info;
@@ -73,8 +78,8 @@ TEST(LowrankCuda, SvdMatchesCpu) {
 
 TEST(LowrankCuda, QrMatchesCpu) {
   FRUGAL_REQUIRE_GPU();
-  for (const Case c : {Case{80, 30, DType::kF64}, Case{30, 80, DType::kF64},
-                       Case{200, 74, DType::kF32}}) {
+  for (const Case c :
+       {Case{80, 30, DType::kF64}, Case{30, 80, DType::kF64}, Case{200, 74, DType::kF32}}) {
     const Tensor a = make(ref::gaussian(c.m, c.n, 3), {c.m, c.n}, c.dtype);
     const lowrank::QrResult cpu = lowrank::qr(a);
     const lowrank::QrResult gpu = lowrank::qr(a.to(Device::cuda()));
@@ -85,7 +90,8 @@ TEST(LowrankCuda, QrMatchesCpu) {
     const std::vector<double> r = gpu.r.to_vector<double>();
     const int64_t k = std::min(c.m, c.n);
     for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < std::min(i, c.n); ++j) EXPECT_EQ(r[static_cast<std::size_t>(i * c.n + j)], 0.0);
+      for (int64_t j = 0; j < std::min(i, c.n); ++j)
+        EXPECT_EQ(r[static_cast<std::size_t>(i * c.n + j)], 0.0);
   }
 }
 
@@ -120,6 +126,37 @@ TEST(LowrankCuda, Tucker2AndCpOnDevice) {
   EXPECT_EQ(cp.out.device(), Device::cuda());
   const lowrank::CpResult cp_cpu = lowrank::cp_als(w, 3);
   EXPECT_NEAR(cp.relative_error, cp_cpu.relative_error, 1e-12);  // same host computation
+}
+
+TEST(LowrankCuda, FactorizedLayersMatchCpu) {
+  FRUGAL_REQUIRE_GPU();
+  // The same f64 model on both devices, factorized at the same ranks: the device factors come
+  // from cuSOLVER, the host ones from Eigen; the outputs agree up to rounding.
+  auto cpu = nn::make_mlp({24, 32, 10}, 3, DType::kF64);
+  auto gpu = nn::make_mlp({24, 32, 10}, 3, DType::kF64);
+  gpu->to(Device::cuda());
+  const auto rc = nn::factorize_model(*cpu, lowrank::RankPolicy::fixed(6));
+  const auto rg = nn::factorize_model(*gpu, lowrank::RankPolicy::fixed(6));
+  ASSERT_EQ(rg.size(), rc.size());
+  for (std::size_t i = 0; i < rc.size(); ++i) {
+    EXPECT_EQ(rg[i].factorized, rc[i].factorized);
+    EXPECT_NEAR(rg[i].relative_error, rc[i].relative_error, 1e-12);  // same spectrum, f64
+  }
+  EXPECT_EQ((*gpu)[0].type_name(), "LowRankLinear");
+  const Tensor x = make(ref::gaussian(5, 24, 7), {5, 24}, DType::kF64);
+  // Distinct singular values of a random layer: the rank-6 truncation is unique, so only
+  // rounding separates the two (f64).
+  EXPECT_TRUE(testing::all_close(gpu->forward(x.to(Device::cuda())).to(Device::cpu()),
+                                 cpu->forward(x), 1e-9, 1e-10));
+  // Tucker-2 convolution on the device against the host.
+  nn::Conv2d conv_c(6, 8, nn::Size2{3, 3}, nn::Conv2dOptions{.padding = 1}, 5, DType::kF64);
+  nn::Conv2d conv_g(6, 8, nn::Size2{3, 3}, nn::Conv2dOptions{.padding = 1}, 5, DType::kF64);
+  conv_g.to(Device::cuda());
+  auto tc = nn::factorize_conv_tucker2(conv_c, 4, 3);
+  auto tg = nn::factorize_conv_tucker2(conv_g, 4, 3);
+  const Tensor img = make(ref::gaussian(2 * 6 * 5 * 5, 1, 8), {2, 6, 5, 5}, DType::kF64);
+  EXPECT_TRUE(testing::all_close(tg->forward(img.to(Device::cuda())).to(Device::cpu()),
+                                 tc->forward(img), 1e-9, 1e-10));  // f64 rounding, as above
 }
 
 }  // namespace

@@ -7,32 +7,25 @@
 #include <limits>
 #include <vector>
 
+#include "support/check.hpp"
+
 namespace frugal {
 namespace {
 
-using lowrank::RankPolicy;
+using frugal::testing::expect_error;
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& prefix) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception; expected " << prefix;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind(prefix, 0), 0u) << e.what();
-  }
-}
+using lowrank::RankPolicy;
 
 // s^2 = 16, 9, 4, 1, 0 (total 30): cumulative 16, 25, 29, 30.
 const std::vector<double> kS = {4, 3, 2, 1, 0};
 
 TEST(LowrankRank, Energy) {
-  EXPECT_EQ(lowrank::rank_for_energy(kS, 0.5), 1);     // 16/30 = 0.533
+  EXPECT_EQ(lowrank::rank_for_energy(kS, 0.5), 1);  // 16/30 = 0.533
   EXPECT_EQ(lowrank::rank_for_energy(kS, 16.0 / 30), 1);
-  EXPECT_EQ(lowrank::rank_for_energy(kS, 0.6), 2);     // 25/30 = 0.833
-  EXPECT_EQ(lowrank::rank_for_energy(kS, 0.9), 3);     // 29/30 = 0.967
+  EXPECT_EQ(lowrank::rank_for_energy(kS, 0.6), 2);  // 25/30 = 0.833
+  EXPECT_EQ(lowrank::rank_for_energy(kS, 0.9), 3);  // 29/30 = 0.967
   EXPECT_EQ(lowrank::rank_for_energy(kS, 0.97), 4);
-  EXPECT_EQ(lowrank::rank_for_energy(kS, 1.0), 4);     // the zero value adds nothing
+  EXPECT_EQ(lowrank::rank_for_energy(kS, 1.0), 4);  // the zero value adds nothing
   EXPECT_EQ(lowrank::rank_for_energy(std::vector<double>{0, 0}, 0.9), 1);
 }
 
@@ -73,20 +66,36 @@ TEST(LowrankRank, SelectRank) {
 
 TEST(LowrankRank, BadInput) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  expect_error([] { lowrank::rank_for_energy(kS, 0.0); }, "[rank_for_energy]");
-  expect_error([] { lowrank::rank_for_energy(kS, 1.01); }, "[rank_for_energy]");
-  expect_error([&] { lowrank::rank_for_energy(kS, nan); }, "[rank_for_energy]");
-  expect_error([] { lowrank::rank_for_energy(std::vector<double>{}, 0.5); }, "[rank_for_energy]");
-  expect_error([&] { lowrank::rank_for_energy(std::vector<double>{1, nan}, 0.5); },
-               "[rank_for_energy]");
-  expect_error([] { lowrank::rank_for_energy(std::vector<double>{1, -1}, 0.5); },
-               "[rank_for_energy]");
-  expect_error([] { lowrank::rank_for_error(kS, 1.0); }, "[rank_for_error]");
-  expect_error([] { lowrank::rank_for_compression(10, 10, 0.0); }, "[rank_for_compression]");
-  expect_error([] { lowrank::rank_for_param_budget(0, 10, 5); }, "[rank_for_param_budget]");
-  expect_error([] { lowrank::worth_factorizing(10, 10, 0); }, "[worth_factorizing]");
-  expect_error([] { lowrank::select_rank(kS, 8, 5, RankPolicy::energy(1.5)); }, "[select_rank]");
-  expect_error([] { lowrank::select_rank(kS, 8, 5, RankPolicy::fixed(0)); }, "[select_rank]");
+  expect_error([] { lowrank::rank_for_energy(kS, 0.0); }, ErrorCode::kInvalidArgument,
+               "rank_for_energy");
+  expect_error([] { lowrank::rank_for_energy(kS, 1.01); }, ErrorCode::kInvalidArgument,
+               "rank_for_energy");
+  expect_error([&] { lowrank::rank_for_energy(kS, nan); }, ErrorCode::kInvalidArgument,
+               "rank_for_energy");
+  expect_error([] { lowrank::rank_for_energy(std::vector<double>{}, 0.5); },
+               ErrorCode::kInvalidArgument, "rank_for_energy");
+  expect_error(
+      [&] {
+        lowrank::rank_for_energy(std::vector<double>{1, nan}, 0.5);
+      },
+      ErrorCode::kInvalidArgument, "rank_for_energy");
+  expect_error(
+      [] {
+        lowrank::rank_for_energy(std::vector<double>{1, -1}, 0.5);
+      },
+      ErrorCode::kInvalidArgument, "rank_for_energy");
+  expect_error([] { lowrank::rank_for_error(kS, 1.0); }, ErrorCode::kInvalidArgument,
+               "rank_for_error");
+  expect_error([] { lowrank::rank_for_compression(10, 10, 0.0); }, ErrorCode::kInvalidArgument,
+               "rank_for_compression");
+  expect_error([] { lowrank::rank_for_param_budget(0, 10, 5); }, ErrorCode::kInvalidArgument,
+               "rank_for_param_budget");
+  expect_error([] { lowrank::worth_factorizing(10, 10, 0); }, ErrorCode::kInvalidArgument,
+               "worth_factorizing");
+  expect_error([] { lowrank::select_rank(kS, 8, 5, RankPolicy::energy(1.5)); },
+               ErrorCode::kInvalidArgument, "select_rank");
+  expect_error([] { lowrank::select_rank(kS, 8, 5, RankPolicy::fixed(0)); },
+               ErrorCode::kInvalidArgument, "select_rank");
 }
 
 }  // namespace

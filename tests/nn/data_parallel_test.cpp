@@ -1,15 +1,23 @@
 // nn::DataParallel over ThreadComm: K workers with B / K rows each equal one worker with B rows
 // after N SGD steps; initial broadcast; bucket overlap; the parameter checksum check.
+#include "frugal/nn/data_parallel.hpp"
+
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <deque>
 #include <mutex>
 
 #include "frugal/nn/activation.hpp"
-#include "frugal/nn/data_parallel.hpp"
 #include "frugal/nn/linear.hpp"
+#include "frugal/nn/local_sgd.hpp"
 #include "frugal/nn/loss.hpp"
+#include "frugal/nn/models.hpp"
 #include "frugal/nn/optim.hpp"
+#include "frugal/nn/train.hpp"
+#include "frugal/nn/zero.hpp"
 #include "frugal/parallel/thread_comm.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::nn {
@@ -82,8 +90,10 @@ std::vector<std::vector<std::vector<double>>> train_parallel(int k, DType t,
       Tensor xs = x.slice(0, comm.rank() * rows, (comm.rank() + 1) * rows).contiguous();
       Tensor ys = y.slice(0, comm.rank() * rows, (comm.rank() + 1) * rows).contiguous();
       train_step(*m, opt, xs, ys, &dp);
-      if (o.overlap) EXPECT_EQ(dp.stats().launched_in_backward, dp.stats().buckets);
-      else EXPECT_EQ(dp.stats().launched_in_backward, 0);
+      if (o.overlap)
+        EXPECT_EQ(dp.stats().launched_in_backward, dp.stats().buckets);
+      else
+        EXPECT_EQ(dp.stats().launched_in_backward, 0);
     }
     dp.check_parameters_in_sync();
     result[comm.rank()] = params_of(*m);
@@ -117,7 +127,7 @@ TEST(DataParallel, KWorkersWithShardsEqualOneWorkerWithTheBatch) {
           auto replicas = train_parallel(k, t, o);
           for (int r = 0; r < k; ++r) {
             SCOPED_TRACE(::testing::Message() << dtype_name(t) << " K=" << k << " bucket=" << bucket
-                                            << " overlap=" << overlap << " rank " << r);
+                                              << " overlap=" << overlap << " rank " << r);
             expect_close(replicas[r], single, tol);
             EXPECT_EQ(replicas[r], replicas[0]);  // bit-identical replicas
           }
@@ -212,6 +222,306 @@ TEST(DataParallel, BadInput) {
     SGD opt(m->named_parameters(), sgd());
     auto [x, y] = batch(0, DType::kF32);
     train_step(*m, opt, x, y, &dp);
+  });
+}
+
+// ---- compression ---------------------------------------------------------------------------
+
+// 2 workers train an MLP on the digits for a few epochs with the recipe's optimizer, each on its
+// shard with half the batch; returns rank 0's test accuracy and the bytes sent per step.
+std::pair<double, int64_t> digits_accuracy(const std::string& compressor, int64_t epochs) {
+  static const TrainTestData data = split_data(load_digits(), 0.2, 0);
+  double acc = 0;
+  int64_t sent = 0;
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto model = nn::make_mlp({64, 64, 10}, 0);
+    DataParallelOptions o;
+    o.compressor = parallel::make_compressor(compressor);
+    DataParallel dp(*model, comm, o);
+    AdamW opt(model->named_parameters(), mlp_digits_recipe().adamw);
+    TrainOptions t = mlp_digits_recipe().train;
+    t.epochs = epochs;
+    t.batch_size /= 2;
+    t.progress = false;
+    t.num_threads = 1;
+    t.hooks.before_step = [&](int64_t) { return dp.finish_gradient_sync(); };
+    TrainResult r =
+        train_classifier(*model, opt, shard_rows(data.train, comm.rank(), 2), data.test, t);
+    dp.check_parameters_in_sync();
+    if (comm.rank() == 0) {
+      acc = r.test_accuracy;
+      sent = dp.stats().sent_bytes_per_step;
+    }
+  });
+  return {acc, sent};
+}
+
+TEST(DataParallel, EachCompressorWithErrorFeedbackConvergesOnDigits) {
+  const auto [base, base_bytes] = digits_accuracy("none", 10);
+  // The uncompressed run reaches about 96% in 10 epochs; a compressor with error feedback should
+  // stay within 3 points (it converges, at most slower; 3 points = 11 of 360 test images).
+  EXPECT_GE(base, 0.93);
+  std::printf("  %-10s test accuracy %.4f, %lld bytes sent per step\n", "none", base,
+              static_cast<long long>(base_bytes));
+  for (const char* name : {"fp16", "bf16", "int8", "topk0.05", "powersgd2"}) {
+    const auto [acc, bytes] = digits_accuracy(name, 10);
+    EXPECT_GE(acc, base - 0.03) << name;
+    EXPECT_LT(bytes, base_bytes) << name;
+    std::printf("  %-10s test accuracy %.4f, %lld bytes sent per step (uncompressed %lld)\n", name,
+                acc, static_cast<long long>(bytes), static_cast<long long>(base_bytes));
+  }
+}
+
+// ---- bounded staleness ----------------------------------------------------------------------
+
+TEST(DataParallel, StalenessAppliesTheAveragedGradientSStepsLate) {
+  for (int s : {1, 2}) {
+    // Reference: one worker with the full batch applies at step t the gradient of step t - s,
+    // computed at the parameters of step t - s (no update for t < s).
+    auto ref = make_mlp(7, DType::kF64);
+    SgdOptions so = sgd();
+    SGD ropt(ref->named_parameters(), so);
+    std::deque<std::vector<Tensor>> grads;
+    MSELoss loss;
+    for (int t = 0; t < kSteps + 2; ++t) {
+      auto [x, y] = batch(t, DType::kF64);
+      ref->zero_grad();
+      loss.forward(ref->forward(x), y);
+      ref->backward(loss.backward());
+      std::vector<Tensor> g;
+      for (auto& np : ref->named_parameters()) g.push_back(np.param->grad.clone());
+      grads.push_back(g);
+      if (static_cast<int>(grads.size()) <= s) continue;
+      auto params = ref->named_parameters();
+      for (size_t i = 0; i < params.size(); ++i) params[i].param->grad.copy_from(grads.front()[i]);
+      grads.pop_front();
+      ropt.step();
+    }
+    const auto want = params_of(*ref);
+    parallel::run_workers(2, [&](parallel::Communicator& comm) {
+      auto m = make_mlp(7, DType::kF64);
+      DataParallelOptions o;
+      o.staleness = s;
+      o.bucket_bytes = 600;  // several buckets in flight
+      DataParallel dp(*m, comm, o);
+      SGD opt(m->named_parameters(), so);
+      int skipped = 0;
+      for (int t = 0; t < kSteps + 2; ++t) {
+        auto [x, y] = batch(t, DType::kF64);
+        Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+        Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+        MSELoss l;
+        m->zero_grad();
+        l.forward(m->forward(xs), ys);
+        m->backward(l.backward());
+        if (dp.finish_gradient_sync())
+          opt.step();
+        else
+          ++skipped;
+      }
+      EXPECT_EQ(skipped, s);
+      dp.check_parameters_in_sync();
+      // f64, only the summation order differs from the reference.
+      expect_close(params_of(*m), want, 1e-12);
+    });
+  }
+}
+
+// ---- local SGD ------------------------------------------------------------------------------
+
+TEST(DataParallel, LocalSgdWithPeriodOneEqualsSynchronousPlainSgd) {
+  // For plain SGD the average of the replicas after p - lr g_r is p - lr avg(g_r): local SGD
+  // with H = 1 equals synchronous data parallel (momentum would differ: it stays local).
+  SgdOptions so;
+  so.lr = 0.1;
+  std::vector<std::vector<double>> sync;
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    for (int h : {1, 3}) {
+      auto m = make_mlp(comm.rank() == 0 ? 7 : 8, DType::kF64);
+      LocalSGD avg(*m, comm, {.period = h});
+      SGD opt(m->named_parameters(), so);
+      for (int t = 0; t < 6; ++t) {
+        auto [x, y] = batch(t, DType::kF64);
+        Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+        Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+        train_step(*m, opt, xs, ys, nullptr);
+        avg.after_step();
+      }
+      EXPECT_EQ(avg.averages(), 6 / h);
+      DataParallel check(*m, comm);  // (broadcasts rank 0's values: check first)
+      if (h == 1 && comm.rank() == 0) sync = params_of(*m);
+    }
+  });
+  // Synchronous DP with the same plain SGD, 6 steps.
+  std::vector<std::vector<double>> dp_params;
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = make_mlp(7, DType::kF64);
+    DataParallel dp(*m, comm);
+    SGD opt(m->named_parameters(), so);
+    for (int t = 0; t < 6; ++t) {
+      auto [x, y] = batch(t, DType::kF64);
+      Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+      Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+      train_step(*m, opt, xs, ys, &dp);
+    }
+    if (comm.rank() == 0) dp_params = params_of(*m);
+  });
+  expect_close(sync, dp_params, 1e-12);  // f64: summation order only
+}
+
+TEST(DataParallel, LocalSgdReplicasAreIdenticalAfterEachAverage) {
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = make_mlp(comm.rank() == 0 ? 7 : 8, DType::kF32);
+    LocalSGD avg(*m, comm, {.period = 2});
+    AdamW opt(m->named_parameters(), {});
+    for (int t = 0; t < 4; ++t) {
+      auto [x, y] = batch(t, DType::kF32);
+      Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+      Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+      train_step(*m, opt, xs, ys, nullptr);
+      if (avg.after_step()) {
+        DataParallelOptions o;
+        auto before = params_of(*m);
+        DataParallel check(*m, comm, o);  // broadcast of rank 0's values changes nothing
+        EXPECT_EQ(params_of(*m), before);
+      }
+    }
+    EXPECT_EQ(avg.bytes_per_average(), m->num_parameters() * 4);
+  });
+}
+
+// ---- ZeRO stage 1 ---------------------------------------------------------------------------
+
+TEST(DataParallel, ZeroStage1EqualsDataParallel) {
+  for (int k : {2, 4}) {  // 435 parameters: padded shards for both
+    for (bool adam : {false, true}) {
+      auto make_opt = [&](const std::vector<NamedParameter>& p) -> std::unique_ptr<Optimizer> {
+        if (adam) return std::make_unique<AdamW>(p, AdamWOptions{});
+        return std::make_unique<SGD>(p, sgd());
+      };
+      std::vector<std::vector<double>> dp_params;
+      int64_t full_state = 0;
+      parallel::run_workers(k, [&](parallel::Communicator& comm) {
+        auto m = make_mlp(7, DType::kF64);
+        DataParallel dp(*m, comm);
+        auto opt = make_opt(m->named_parameters());
+        for (int t = 0; t < kSteps; ++t) {
+          auto [x, y] = batch(t, DType::kF64);
+          const int64_t rows = kBatch / k, lo = comm.rank() * rows;
+          train_step(*m, *opt, x.slice(0, lo, lo + rows).contiguous(),
+                     y.slice(0, lo, lo + rows).contiguous(), &dp);
+        }
+        if (comm.rank() == 0) {
+          dp_params = params_of(*m);
+          for (auto& [n, t] : opt->state().tensors) full_state += t.nbytes();
+        }
+      });
+      parallel::run_workers(k, [&](parallel::Communicator& comm) {
+        auto m = make_mlp(comm.rank() == 0 ? 7 : 9, DType::kF64);
+        ZeroOptimizer opt(*m, comm, make_opt);
+        for (int t = 0; t < kSteps; ++t) {
+          auto [x, y] = batch(t, DType::kF64);
+          const int64_t rows = kBatch / k, lo = comm.rank() * rows;
+          train_step(*m, opt, x.slice(0, lo, lo + rows).contiguous(),
+                     y.slice(0, lo, lo + rows).contiguous(), nullptr);
+        }
+        SCOPED_TRACE(::testing::Message() << "K=" << k << " adam=" << adam);
+        expect_close(params_of(*m), dp_params, 1e-12);  // f64: summation order only
+        DataParallel(*m, comm).check_parameters_in_sync();
+        EXPECT_EQ(opt.shard_elements(), (m->num_parameters() + k - 1) / k);
+        EXPECT_EQ(opt.state_bytes(), full_state / m->num_parameters() * opt.shard_elements());
+        EXPECT_EQ(opt.unsharded_state_bytes(), full_state);
+      });
+    }
+  }
+}
+
+// ---- checkpoints ----------------------------------------------------------------------------
+
+TEST(DataParallel, CheckpointOfRankZeroResumesEveryRank) {
+  const std::string path = ::testing::TempDir() + "/dp_checkpoint.safetensors";
+  auto step_range = [&](parallel::Communicator& comm, Module& m, Optimizer& opt, DataParallel& dp,
+                        int from, int to) {
+    for (int t = from; t < to; ++t) {
+      auto [x, y] = batch(t, DType::kF32);
+      Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+      Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
+      train_step(m, opt, xs, ys, &dp);
+    }
+  };
+  std::vector<std::vector<std::vector<double>>> straight(2), resumed(2);
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = make_mlp(7, DType::kF32);
+    DataParallel dp(*m, comm);
+    AdamW opt(m->named_parameters(), {});
+    step_range(comm, *m, opt, dp, 0, 3);
+    TrainState st;
+    st.step = 3;
+    save_parallel_checkpoint(path, comm, *m, &opt, st);
+    step_range(comm, *m, opt, dp, 3, 6);
+    straight[comm.rank()] = params_of(*m);
+  });
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = make_mlp(20 + comm.rank(), DType::kF32);  // fresh, different replicas
+    AdamW opt(m->named_parameters(), {});
+    const TrainState st = load_parallel_checkpoint(path, comm, *m, &opt);
+    EXPECT_EQ(st.step, 3);
+    DataParallel dp(*m, comm);
+    step_range(comm, *m, opt, dp, static_cast<int>(st.step), 6);
+    resumed[comm.rank()] = params_of(*m);
+  });
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(resumed[r], straight[r]);  // same ops, same order
+  std::remove(path.c_str());
+}
+
+TEST(DataParallel, ModelsThatDifferAcrossRanksAreReported) {
+  std::mutex mu;
+  int reported = 0;
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = std::make_shared<Sequential>();
+    m->add(std::make_shared<Linear>(kIn, comm.rank() == 0 ? 4 : 5, true, 1, DType::kF32));
+    try {
+      DataParallel dp(*m, comm);
+      ADD_FAILURE() << "rank " << comm.rank();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_EQ(std::string(e.what()).rfind("[broadcast]", 0), 0u) << e.what();
+      std::lock_guard lock(mu);
+      ++reported;
+    }
+  });
+  EXPECT_EQ(reported, 2);
+}
+
+TEST(DataParallel, ShardRowsTakesEveryKthRow) {
+  LabeledData d{
+      Tensor::from_vector(std::vector<float>{0, 1, 10, 11, 20, 21, 30, 31, 40, 41}, {5, 2}),
+      Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4}, {5})};
+  LabeledData s0 = shard_rows(d, 0, 2), s1 = shard_rows(d, 1, 2);
+  EXPECT_EQ(s0.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 2, 4}));
+  EXPECT_EQ(s1.labels.to_vector<int64_t>(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(s1.inputs.to_vector<float>(), (std::vector<float>{10, 11, 30, 31}));
+}
+
+TEST(DataParallel, BadOptionsAreRejected) {
+  parallel::run_workers(1, [&](parallel::Communicator& comm) {
+    using testing::expect_error;
+    auto m = make_mlp(3, DType::kF32);
+    DataParallelOptions o;
+    o.staleness = -1;
+    expect_error([&] { DataParallel dp(*m, comm, o); }, ErrorCode::kInvalidArgument,
+                 "DataParallel");
+    o.staleness = 1;
+    o.compressor = parallel::make_compressor("fp16");
+    expect_error([&] { DataParallel dp(*m, comm, o); }, ErrorCode::kInvalidArgument,
+                 "DataParallel");
+    o.staleness = 0;
+    auto m64 = make_mlp(3, DType::kF64);
+    expect_error([&] { DataParallel dp(*m64, comm, o); }, ErrorCode::kInvalidArgument,
+                 "DataParallel");
+    expect_error([&] { LocalSGD l(*m, comm, {.period = 0}); }, ErrorCode::kInvalidArgument,
+                 "LocalSGD");
+    expect_error([&] { shard_rows({}, 2, 2); }, ErrorCode::kInvalidArgument, "shard_rows");
   });
 }
 

@@ -1,8 +1,11 @@
 // nn::Distiller, TeacherCache and FeatureAdapter: a tiny teacher / student on synthetic blobs where
 // distillation helps, the cache round trip (identical losses with and without it), a feature hint
-// through an adapter, and bad input.
+// through an adapter, the bf16 teacher option, distillation inside the library training loops
+// (DistilledStudent, DistilledGpt), and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -10,6 +13,8 @@
 #include "frugal/core.hpp"
 #include "frugal/distill.hpp"
 #include "frugal/nn.hpp"
+#include "support/check.hpp"
+#include "support/tolerance.hpp"
 
 namespace frugal::nn {
 namespace {
@@ -232,6 +237,238 @@ TEST(Distiller, BadInput) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kIoError);
   }
+}
+
+/// Passes its input through and keeps the gradient it receives (to read what a wrapper passes).
+class GradProbe : public Module {
+ public:
+  Tensor forward(const Tensor& input) override { return input; }
+  Tensor backward(const Tensor& grad_output) override {
+    grad = grad_output.contiguous();
+    return grad_output;
+  }
+  std::string type_name() const override { return "GradProbe"; }
+  Tensor grad;
+};
+
+/// Copies of every parameter value and gradient of `m` (to check that training leaves a teacher
+/// unchanged).
+std::vector<Tensor> snapshot(Module& m) {
+  std::vector<Tensor> out;
+  for (const NamedParameter& p : m.named_parameters()) {
+    out.push_back(p.param->value.to(DType::kF64));
+    out.push_back(p.param->grad.defined() ? p.param->grad.to(DType::kF64) : Tensor());
+  }
+  return out;
+}
+
+bool unchanged(Module& m, const std::vector<Tensor>& before) {
+  const std::vector<Tensor> now = snapshot(m);
+  for (std::size_t i = 0; i < now.size(); ++i) {
+    if (now[i].defined() != before[i].defined()) return false;
+    if (now[i].defined() && !testing::same_bits(now[i], before[i])) return false;
+  }
+  return true;
+}
+
+TEST(Distiller, TeacherInBf16IsCloseToTheF32Teacher) {
+  const Split s = blobs();
+  auto teacher = mlp(16, 32, 8, 700);
+  train_ce(*teacher, s.train, 3, 3e-3, 7);
+  const Tensor x = s.test.inputs.slice(0, 0, 64).contiguous();
+  const Tensor f32 = teacher_forward(*teacher, x);
+  const Tensor bf16 = teacher_forward(*teacher, x, DType::kBF16);
+  ASSERT_EQ(f32.shape(), bf16.shape());
+  // bf16 keeps 8 significant bits (relative rounding 2^-9): inputs and weights rounded in two
+  // GEMMs of K <= 32 move logits of size ~3 by a few 1e-2 at most. Until the nn layers follow
+  // the autocast policy the two are equal, which this bound also accepts.
+  EXPECT_TRUE(testing::all_close(bf16.to(DType::kF32), f32, 2e-2, 5e-2));
+  double worst = 0.0;
+  const auto a = bf16.to_vector<double>(), b = f32.to_vector<double>();
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
+  RecordProperty("bf16_max_abs_logit_error", std::to_string(worst));
+  EXPECT_TRUE(teacher->is_training());  // the mode is restored
+
+  // The Distiller option: the same step with a bf16 teacher gives a KD loss within bf16 error.
+  auto run = [&](DType precision) {
+    auto student = mlp(16, 8, 8, 800);
+    SGD opt(student->named_parameters(), SgdOptions{});
+    DistillerOptions o;
+    o.teacher_precision = precision;
+    Distiller d(student, teacher, opt, o);
+    Batch b{x, s.test.labels.slice(0, 0, 64).contiguous(), {}};
+    return d.step(b);
+  };
+  const DistillStepResult r32 = run(DType::kF32), r16 = run(DType::kBF16);
+  // The KD term is T^2 KL of softened distributions: logit errors of a few 1e-2 / T move it by
+  // about 1e-2 relative; the CE term does not depend on the teacher at all.
+  EXPECT_NEAR(r16.kd, r32.kd, 2e-2 * r32.kd + 1e-3);
+  EXPECT_EQ(r16.ce, r32.ce);
+}
+
+TEST(Distiller, StepOnSequenceLogitsTreatsEveryPositionAsARow) {
+  // A GPT student and teacher: logits (B, T, V), labels (B, T). The step's losses equal kd_loss
+  // on the (B T, V) rows.
+  const CharCorpus corpus =
+      CharCorpus::from_string("the cat sat on the mat; the dog sat on the log. ");
+  GPTConfig tc = char_gpt_config(corpus.vocab_size(), CharGptSize::kTiny, 1);
+  auto teacher = std::make_shared<GPT>(tc);
+  GPTConfig sc = tc;
+  sc.n_layer = 1;
+  sc.n_embd = 16;
+  sc.seed = 2;
+  auto student = std::make_shared<GPT>(sc);
+  const TokenBatch tb = corpus.sample(CorpusSplit::kTrain, 3, 8, 0, 0);
+  teacher->eval();
+  const Tensor t = teacher->forward(tb.input).reshape({24, corpus.vocab_size()});
+  const Tensor z = student->forward(tb.input).reshape({24, corpus.vocab_size()});
+  const distill::KdResult want = distill::kd_loss(z, t, tb.target.reshape({24}), 3.0, 0.7);
+  SGD opt(student->named_parameters(), SgdOptions{});
+  DistillerOptions o;
+  o.temperature = 3.0;
+  o.alpha = 0.7;
+  Distiller d(student, teacher, opt, o);
+  const DistillStepResult r = d.step(Batch{tb.input, tb.target, {}});
+  EXPECT_EQ(r.kd, want.kd);  // the same op on the same rows
+  EXPECT_EQ(r.ce, want.ce);
+}
+
+TEST(DistilledStudent, AlphaZeroIsThePlainTrainingLoop) {
+  // With alpha = 0 the wrapper passes the loop's gradient through unchanged: training through it
+  // gives bit-identical weights to training the student alone, so the KD comparison of the cost
+  // report runs exactly the same loop, data order and schedule.
+  const Split s = blobs();
+  auto teacher = mlp(16, 32, 8, 900);
+  train_ce(*teacher, s.train, 2, 3e-3, 9);
+  TrainOptions o;
+  o.epochs = 2;
+  o.batch_size = 50;
+  o.progress = false;
+  auto plain = mlp(16, 8, 8, 901);
+  AdamW opt_plain(plain->named_parameters(), AdamWOptions{});
+  train_classifier(*plain, opt_plain, s.train, s.test, o);
+
+  auto student = mlp(16, 8, 8, 901);
+  DistillerOptions d;
+  d.alpha = 0.0;
+  auto wrapped = std::make_shared<DistilledStudent>(student, teacher, d);
+  AdamW opt(wrapped->named_parameters(), AdamWOptions{});
+  const std::vector<Tensor> before = snapshot(*teacher);
+  const TrainResult r = train_classifier(*wrapped, opt, s.train, s.test, o);
+  const auto a = plain->named_parameters(), b = student->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(testing::same_bits(a[i].param->value, b[i].param->value)) << a[i].name;
+  }
+  EXPECT_GT(wrapped->last_kd(), 0.0);
+  EXPECT_EQ(r.num_parameters, plain->num_parameters());  // the teacher is not counted
+  EXPECT_TRUE(unchanged(*teacher, before));
+}
+
+TEST(DistilledStudent, PassesTheKdLossGradient) {
+  // The student's output layer receives d kd_loss(s, t, y, T, alpha) / ds (times the loss scale)
+  // when the loop hands the wrapper the cross-entropy gradient.
+  const Split s = blobs();
+  auto teacher = mlp(16, 32, 8, 1000);
+  auto probe = std::make_shared<GradProbe>();
+  auto student = mlp(16, 8, 8, 1001);
+  student->add(probe);
+  DistillerOptions d;
+  d.temperature = 3.0;
+  d.alpha = 0.6;
+  const float loss_scale = 4.0f;
+  DistilledStudent wrapped(student, teacher, d, [&] { return loss_scale; });
+  const Tensor x = s.train.inputs.slice(0, 0, 40).contiguous();
+  const Tensor y = s.train.labels.slice(0, 0, 40).contiguous();
+  wrapped.train();
+  const Tensor z = wrapped.forward(x);
+  SoftmaxCrossEntropy ce;
+  ce.forward(z, y);
+  wrapped.backward(scale(ce.backward(), loss_scale));
+  const Tensor t = teacher_forward(*teacher, x);
+  const distill::KdResult want = distill::kd_loss(z, t, y, 3.0, 0.6);
+  // Two f32 roundings apart (the wrapper adds alpha T (p - q) / N and (1 - alpha) g separately).
+  EXPECT_TRUE(testing::all_close(probe->grad, scale(want.grad_student, loss_scale), 1e-5, 1e-7));
+  EXPECT_NEAR(wrapped.last_kd(), want.kd, 1e-12 * want.kd);
+  // Evaluation mode is the student alone; a backward without a training forward is an error.
+  wrapped.eval();
+  EXPECT_TRUE(testing::same_bits(wrapped.forward(x), student->forward(x)));
+  testing::expect_error([&] { wrapped.backward(z); }, ErrorCode::kInvalidArgument,
+                        "DistilledStudent");
+}
+
+TEST(DistilledGpt, TrainsInTheGptLoopAndLeavesTheTeacherUntouched) {
+  std::string text;
+  for (int i = 0; i < 8; ++i)
+    text += "the cat sat on the mat; the dog sat on the log. a cat, a dog. ";
+  const CharCorpus corpus = CharCorpus::from_string(text);
+  auto teacher = std::make_shared<GPT>(char_gpt_config(corpus.vocab_size(), CharGptSize::kTiny, 3));
+  GPTConfig sc = char_gpt_config(corpus.vocab_size(), CharGptSize::kTiny, 4);
+  sc.n_layer = 1;
+  sc.n_embd = 16;
+  TrainOptions o;
+  o.steps = 3;
+  o.batch_size = 4;
+  o.seq_len = 8;
+  o.eval_batches = 1;
+  o.progress = false;
+  GPT plain(sc);
+  AdamW opt_plain(plain.named_parameters(), AdamWOptions{});
+  const TrainResult rp = train_char_gpt(plain, opt_plain, corpus, o);
+
+  DistillerOptions d;
+  d.alpha = 0.0;  // the plain loop, bit for bit
+  DistilledGpt same(sc, teacher, d);
+  AdamW opt_same(same.named_parameters(), AdamWOptions{});
+  const TrainResult rs = train_char_gpt(same, opt_same, corpus, o);
+  EXPECT_EQ(rs.val_loss, rp.val_loss);
+
+  d.alpha = 0.5;
+  DistilledGpt distilled(sc, teacher, d);
+  AdamW opt(distilled.named_parameters(), AdamWOptions{});
+  const std::vector<Tensor> before = snapshot(*teacher);
+  const TrainResult r = train_char_gpt(distilled, opt, corpus, o);
+  EXPECT_TRUE(std::isfinite(r.val_loss));
+  EXPECT_NE(r.val_loss, rp.val_loss);  // the KD gradient changed the updates
+  EXPECT_GT(distilled.last_kd(), 0.0);
+  EXPECT_EQ(r.num_parameters, plain.num_parameters());
+  EXPECT_TRUE(unchanged(*teacher, before));
+}
+
+TEST(DistilledStudent, BadInput) {
+  auto student = mlp(4, 4, 3, 1);
+  auto teacher = mlp(4, 4, 3, 2);
+  DistillerOptions o;
+  o.teacher_precision = DType::kF64;
+  testing::expect_error([&] { DistilledStudent(student, teacher, o); }, ErrorCode::kInvalidArgument,
+                        "DistilledStudent");
+  SGD opt(student->named_parameters(), SgdOptions{});
+  testing::expect_error([&] { Distiller(student, teacher, opt, o); }, ErrorCode::kInvalidArgument,
+                        "Distiller");
+  testing::expect_error(
+      [&] {
+        teacher_forward(*teacher, Tensor::zeros({2, 4}), DType::kI64);
+      },
+      ErrorCode::kInvalidArgument, "teacher_forward");
+  testing::expect_error([&] { DistilledStudent(student, nullptr); }, ErrorCode::kInvalidArgument,
+                        "DistilledStudent");
+  testing::expect_error([&] { DistilledStudent(nullptr, teacher); }, ErrorCode::kInvalidArgument,
+                        "DistilledStudent");
+  o = {};
+  o.hint_student_layer = 0;
+  o.hint_teacher_layer = 0;
+  testing::expect_error([&] { DistilledStudent(student, teacher, o); }, ErrorCode::kInvalidArgument,
+                        "DistilledStudent");
+  o = {};
+  o.alpha = -0.1;
+  testing::expect_error([&] { DistilledGpt(char_gpt_config(8, CharGptSize::kTiny), teacher, o); },
+                        ErrorCode::kInvalidArgument, "DistilledGpt");
+  // A teacher with another number of classes.
+  DistilledStudent wrong(student, mlp(4, 4, 5, 3));
+  wrong.train();
+  const Tensor z = wrong.forward(Tensor::zeros({2, 4}));
+  testing::expect_error([&] { wrong.backward(z); }, ErrorCode::kInvalidArgument,
+                        "DistilledStudent");
 }
 
 }  // namespace

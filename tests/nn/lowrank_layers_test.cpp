@@ -22,11 +22,13 @@ using testing::random_f64;
 /// x W^T + b in double on the host (the dense reference layer).
 Tensor dense_linear(const Tensor& x, const std::vector<double>& w, const Tensor& b, int64_t out) {
   const int64_t n = x.dim(-1), rows = x.numel() / n;
-  std::vector<double> y = ref::matmul(x.to_vector<double>(), ref::transpose(w, out, n), rows, n, out);
+  std::vector<double> y =
+      ref::matmul(x.to_vector<double>(), ref::transpose(w, out, n), rows, n, out);
   if (b.defined()) {
     const std::vector<double> bv = b.to_vector<double>();
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < out; ++j) y[static_cast<std::size_t>(r * out + j)] += bv[static_cast<std::size_t>(j)];
+      for (int64_t j = 0; j < out; ++j)
+        y[static_cast<std::size_t>(r * out + j)] += bv[static_cast<std::size_t>(j)];
   }
   return Tensor::from_vector(y, {rows, out});
 }
@@ -127,9 +129,8 @@ TEST(FactorizeModel, RewritesEligibleLayersAndReports) {
   EXPECT_EQ(reports[0].params_after, 4 * (32 + 64) + 64);
   EXPECT_EQ((*model)[0].type_name(), "LowRankLinear");
   EXPECT_EQ((*model)[4].type_name(), "Linear");
-  EXPECT_EQ(model->num_parameters(),
-            before - (reports[0].params_before - reports[0].params_after) -
-                (reports[1].params_before - reports[1].params_after));
+  EXPECT_EQ(model->num_parameters(), before - (reports[0].params_before - reports[0].params_after) -
+                                         (reports[1].params_before - reports[1].params_after));
   EXPECT_EQ(model->forward(x).shape(), (Shape{4, 10}));
   // A second rewrite leaves factorized layers alone.
   const auto again = factorize_model(*model, lowrank::RankPolicy::fixed(2));
@@ -139,11 +140,11 @@ TEST(FactorizeModel, RewritesEligibleLayersAndReports) {
 
 TEST(FactorizeModel, ConvolutionsAndNestedSequentials) {
   auto body = std::make_shared<Sequential>();
-  body->add(std::make_shared<Conv2d>(8, 8, Size2{3, 3}, Conv2dOptions{.padding = 1}, 1,
-                                     DType::kF64));
+  body->add(
+      std::make_shared<Conv2d>(8, 8, Size2{3, 3}, Conv2dOptions{.padding = 1}, 1, DType::kF64));
   Sequential model;
-  model.add(std::make_shared<Conv2d>(3, 8, Size2{3, 3}, Conv2dOptions{.padding = 1}, 2,
-                                     DType::kF64));
+  model.add(
+      std::make_shared<Conv2d>(3, 8, Size2{3, 3}, Conv2dOptions{.padding = 1}, 2, DType::kF64));
   model.add(std::make_shared<Residual>(body));
   model.add(std::make_shared<Conv2d>(8, 8, Size2{1, 1}, Conv2dOptions{}, 3, DType::kF64));
   const auto reports = factorize_model(model, lowrank::RankPolicy::fixed(2));
@@ -167,6 +168,161 @@ TEST(FactorizeModel, ConvolutionsAndNestedSequentials) {
   EXPECT_TRUE(cp[0].factorized);
   EXPECT_EQ(cp[0].rank, 8 * 16 * 9 / 4 / (8 + 16 + 3 + 3));  // largest R within a quarter
   EXPECT_EQ(m2[0].type_name(), "CPConv2d");
+}
+
+TEST(FactorizeModel, GptMlpLayersMatchTheirReconstructedDenseWeights) {
+  GPTConfig cfg{.vocab_size = 11,
+                .block_size = 8,
+                .n_layer = 2,
+                .n_head = 2,
+                .n_embd = 8,
+                .seed = 3,
+                .dtype = DType::kF64};
+  GPT model(cfg);
+  GPT dense(cfg);  // same seed: same weights; gets the reconstructed W2 W1 below
+  const int64_t r = 3;
+  const auto reports = factorize_model(model, lowrank::RankPolicy::fixed(r));
+  // Only the MLPs' c_fc / c_proj are replaceable (the attention holds its layers as members).
+  ASSERT_EQ(reports.size(), 4u);
+  EXPECT_EQ(reports[0].name, "h.0.mlp.c_fc");
+  EXPECT_EQ(reports[1].name, "h.0.mlp.c_proj");
+  EXPECT_EQ(reports[3].name, "h.1.mlp.c_proj");
+  for (int64_t b = 0; b < cfg.n_layer; ++b) {
+    for (std::size_t k : {0u, 2u}) {
+      Module& f = *model.block(b).mlp().children()[k].second;
+      ASSERT_EQ(f.type_name(), "LowRankLinear");
+      auto& seq = dynamic_cast<Sequential&>(f);
+      auto& l1 = dynamic_cast<Linear&>(seq[0]);
+      auto& l2 = dynamic_cast<Linear&>(seq[1]);
+      auto& d = dynamic_cast<Linear&>(*dense.block(b).mlp().children()[k].second);
+      const int64_t out = l2.out_features(), in = l1.in_features();
+      d.weight().value.copy_from(
+          Tensor::from_vector(ref::matmul(l2.weight().value.to_vector<double>(),
+                                          l1.weight().value.to_vector<double>(), out, r, in),
+                              {out, in}));
+      EXPECT_TRUE(all_close(l2.bias()->value, d.bias()->value, 0.0, 0.0));  // bias kept as is
+    }
+  }
+  const Tensor tokens = Tensor::from_vector(std::vector<int64_t>{1, 4, 2, 9, 0, 3, 3, 10}, {2, 4});
+  EXPECT_TRUE(all_close(model.forward(tokens), dense.forward(tokens), 0.0,
+                        1e-12));  // f64, the factor products summed in another order
+  // Backward runs through the factors and fills their gradients.
+  model.zero_grad();
+  const Tensor logits = model.forward(tokens);
+  model.backward(random_f64(logits.shape(), 5));
+  auto& l1 = dynamic_cast<Linear&>(dynamic_cast<Sequential&>(model.block(0).mlp().c_fc())[0]);
+  EXPECT_GT(frugal::testing::dot(l1.weight().grad, l1.weight().grad), 0.0);
+  const LowRankSummary sum = summarize(reports);
+  EXPECT_EQ(sum.layers, 4);
+  EXPECT_EQ(sum.params_before, 2 * (2 * 8 * 32 + 32 + 8));
+  EXPECT_EQ(sum.params_after, 2 * (2 * r * (8 + 32) + 32 + 8));
+  EXPECT_DOUBLE_EQ(sum.param_ratio, static_cast<double>(sum.params_before) / sum.params_after);
+}
+
+TEST(FactorizeModel, SummaryCountsOnlyReplacedLayers) {
+  std::vector<LowRankLayerReport> reps(3);
+  auto set = [&](std::size_t i, bool f, int64_t pb, int64_t pa, int64_t fb, int64_t fa) {
+    reps[i].factorized = f;
+    reps[i].params_before = pb;
+    reps[i].params_after = pa;
+    reps[i].flops_before = fb;
+    reps[i].flops_after = fa;
+  };
+  set(0, true, 100, 40, 8, 2);
+  set(1, false, 50, 50, 6, 6);
+  set(2, true, 20, 20, 4, 4);
+  const LowRankSummary s = summarize(reps);
+  EXPECT_EQ(s.layers, 2);
+  EXPECT_EQ(s.params_before, 120);
+  EXPECT_EQ(s.params_after, 60);
+  EXPECT_DOUBLE_EQ(s.param_ratio, 2.0);
+  EXPECT_EQ(s.flops_before, 12);
+  EXPECT_EQ(s.flops_after, 6);
+  EXPECT_DOUBLE_EQ(summarize({}).param_ratio, 1.0);
+}
+
+/// 200 points of a 4-class problem in 16 dimensions whose class means differ (learnable).
+TrainTestData toy_classes() {
+  const int64_t n = 200, d = 16;
+  std::vector<double> x = random_f64({n, d}, 21).to_vector<double>();
+  std::vector<int64_t> y(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    y[static_cast<std::size_t>(i)] = i % 4;
+    x[static_cast<std::size_t>(i * d + (i % 4))] += 3.0;
+  }
+  return split_data(
+      LabeledData{Tensor::from_vector(x, {n, d}).to(DType::kF32), Tensor::from_vector(y, {n})},
+      0.25, 0);
+}
+
+TEST(FineTuneFactorized, ClassifierFactorizesMeasuresThenTrainsTheFactors) {
+  const TrainTestData data = toy_classes();
+  TrainOptions o;
+  o.epochs = 2;
+  o.batch_size = 32;
+  o.num_threads = 1;
+  o.progress = false;
+  const AdamWOptions adamw{.lr = 1e-2};
+  // Reference: the same pre-trained model factorized by factorize_model, measured directly.
+  auto train_base = [&] {
+    auto m = make_mlp({16, 32, 32, 4}, 2);
+    AdamW opt(m->named_parameters(), adamw);
+    train_classifier(*m, opt, data.train, data.test, o);
+    return m;
+  };
+  auto ref_model = train_base();
+  factorize_model(*ref_model, lowrank::RankPolicy::fixed(4), FactorizeOptions{.skip = {"4"}});
+  DataLoaderOptions eo;
+  eo.batch_size = 256;  // as train_classifier evaluates
+  const double want_before = evaluate_accuracy(
+      *ref_model,
+      DataLoader(std::make_shared<TensorDataset>(data.test.inputs, data.test.labels), eo));
+
+  auto model = train_base();
+  const LowRankFineTuneResult r = fine_tune_factorized_classifier(
+      *model, lowrank::RankPolicy::fixed(4), FactorizeOptions{.skip = {"4"}}, data.train, data.test,
+      adamw, o);
+  ASSERT_EQ(r.layers.size(), 2u);
+  EXPECT_EQ(r.summary.layers, 2);
+  EXPECT_EQ(r.summary.params_before, 16 * 32 + 32 + 32 * 32 + 32);
+  EXPECT_EQ(r.summary.params_after, 4 * 48 + 32 + 4 * 64 + 32);
+  EXPECT_DOUBLE_EQ(r.accuracy_before_fine_tune, want_before);
+  EXPECT_TRUE(std::isnan(r.val_loss_before_fine_tune));
+  EXPECT_EQ(r.fine_tune.epochs, 2);
+  EXPECT_EQ(r.fine_tune.num_parameters, model->num_parameters());
+  // The factors were trained: they moved away from the reconstruction of the truncated SVD.
+  auto& f0 = dynamic_cast<Linear&>(dynamic_cast<Sequential&>((*model)[0])[0]);
+  auto& g0 = dynamic_cast<Linear&>(dynamic_cast<Sequential&>((*ref_model)[0])[0]);
+  EXPECT_FALSE(frugal::testing::all_equal(f0.weight().value, g0.weight().value));
+  EXPECT_GT(r.fine_tune.test_accuracy, 0.5);  // 4 well-separated classes: far above chance
+}
+
+TEST(FineTuneFactorized, CharGptMeasuresTheValidationLossAsTrainCharGpt) {
+  std::string text;
+  for (int i = 0; i < 4; ++i) text += "the cat sat on the mat; the dog sat on the log. a cat. ";
+  const CharCorpus corpus = CharCorpus::from_string(text);  // 10% = 22 validation characters
+  const GPTConfig cfg = char_gpt_config(corpus.vocab_size(), CharGptSize::kTiny, 1);
+  TrainOptions o;
+  o.steps = 2;
+  o.batch_size = 2;
+  o.seq_len = 8;
+  o.seed = 4;
+  o.eval_batches = 2;
+  o.num_threads = 1;
+  o.progress = false;
+  GPT ref_model(cfg);
+  factorize_model(ref_model, lowrank::RankPolicy::fixed(4));
+  // train_char_gpt's evaluation windows (char_eval_seed).
+  const double want =
+      estimate_char_loss(ref_model, corpus, CorpusSplit::kVal, 2, 2, 8, char_eval_seed(o));
+  GPT model(cfg);
+  const LowRankFineTuneResult r = fine_tune_factorized_char_gpt(
+      model, lowrank::RankPolicy::fixed(4), {}, corpus, AdamWOptions{.lr = 1e-3}, o);
+  EXPECT_EQ(r.summary.layers, 2 * cfg.n_layer);
+  EXPECT_DOUBLE_EQ(r.val_loss_before_fine_tune, want);
+  EXPECT_EQ(r.fine_tune.steps, 2);
+  EXPECT_TRUE(std::isfinite(r.fine_tune.val_loss));
+  EXPECT_TRUE(std::isnan(r.accuracy_before_fine_tune));
 }
 
 // ---- LoRA -----------------------------------------------------------------------------------
@@ -201,8 +357,10 @@ TEST(LoRALinear, BackwardMatchesFiniteDifferencesAndOnlyAdaptersLearn) {
   auto f = [&] { return lora.forward(x); };
   // Central differences in double: error ~1e-10 (basic_test_util.hpp).
   EXPECT_TRUE(all_close(gx, numeric_grad(x, f, wout), 1e-7, 1e-8));
-  EXPECT_TRUE(all_close(lora.lora_a().grad, numeric_grad(lora.lora_a().value, f, wout), 1e-7, 1e-8));
-  EXPECT_TRUE(all_close(lora.lora_b().grad, numeric_grad(lora.lora_b().value, f, wout), 1e-7, 1e-8));
+  EXPECT_TRUE(
+      all_close(lora.lora_a().grad, numeric_grad(lora.lora_a().value, f, wout), 1e-7, 1e-8));
+  EXPECT_TRUE(
+      all_close(lora.lora_b().grad, numeric_grad(lora.lora_b().value, f, wout), 1e-7, 1e-8));
   // The frozen base accumulates nothing.
   EXPECT_TRUE(frugal::testing::all_equal(base->weight().grad, Tensor::zeros({5, 6}, DType::kF64)));
   EXPECT_TRUE(frugal::testing::all_equal(base->bias()->grad, Tensor::zeros({5}, DType::kF64)));
@@ -226,7 +384,7 @@ TEST(LoRALinear, MergeIsEquivalentAndReversible) {
   const Tensor w0 = base->weight().value.clone();
   lora.merge();
   EXPECT_TRUE(lora.merged());
-  EXPECT_TRUE(all_close(lora.forward(x), before, 0.0, 1e-14));  // same sums, other order
+  EXPECT_TRUE(all_close(lora.forward(x), before, 0.0, 1e-14));   // same sums, other order
   EXPECT_TRUE(all_close(base->forward(x), before, 0.0, 1e-14));  // the base alone carries it
   lora.unmerge();
   EXPECT_TRUE(all_close(base->weight().value, w0, 0.0, 1e-15));  // W + dW - dW, rounding
@@ -243,17 +401,28 @@ TEST(LowRankLayers, BadInput) {
   expect_error([&] { LoRALinear(base, 2, 0.0); }, ErrorCode::kInvalidArgument, "LoRALinear");
   expect_error([&] { LoRALinear(nullptr, 2, 1.0); }, ErrorCode::kInvalidArgument, "LoRALinear");
   LoRALinear lora(base, 2, 1.0);
-  expect_error([&] { lora.backward(random_f64({3, 4}, 1)); }, ErrorCode::kInvalidArgument,
-               "Linear::backward");
+  expect_error(
+      [&] {
+        lora.backward(random_f64({3, 4}, 1));
+      },
+      ErrorCode::kInvalidArgument, "Linear::backward");
   Conv2d dw(4, 4, Size2{3, 3}, Conv2dOptions{.groups = 4}, 1, DType::kF64);
   expect_error([&] { factorize_conv_tucker2(dw, 2, 2); }, ErrorCode::kInvalidArgument,
                "factorize_conv_tucker2");
-  expect_error([&] { factorize_conv_cp(dw, 2); }, ErrorCode::kInvalidArgument,
-               "factorize_conv_cp");
+  expect_error([&] { factorize_conv_cp(dw, 2); }, ErrorCode::kInvalidArgument, "factorize_conv_cp");
   Sequential model;
   model.add(std::make_shared<Linear>(6, 4, true, 1, DType::kF64));
   expect_error([&] { factorize_model(model, lowrank::RankPolicy::energy(0.0)); },
                ErrorCode::kInvalidArgument, "select_rank");
+  const TrainTestData data = toy_classes();
+  TrainOptions quiet;
+  quiet.progress = false;
+  expect_error(
+      [&] {
+        fine_tune_factorized_classifier(model, lowrank::RankPolicy::energy(1.5), {}, data.train,
+                                        data.test, {}, quiet);
+      },
+      ErrorCode::kInvalidArgument, "select_rank");
 }
 
 }  // namespace

@@ -279,5 +279,168 @@ TEST(PruneLayers, BadInput) {
   expect_error([&] { drv.rewind(); }, "PruneFinetune::rewind");
 }
 
+TEST(PruneLayers, PruneFinetuneHooksInTrainClassifier) {
+  auto m = mlp();
+  Pruner pr(*m);
+  SGD opt(m->named_parameters(), SgdOptions{0.05});
+  const PruneSchedule sched = PruneSchedule::gradual(0.0, 0.75, 2, 3, 2);
+  PruneFinetune drv(*m, opt, pr, sched);
+  LabeledData train{random_uniform(Shape{40, 12}, 12), Tensor()};
+  std::vector<int64_t> labels(40);
+  for (int i = 0; i < 40; ++i) labels[i] = i % 4;
+  train.labels = Tensor::from_vector<int64_t>(labels, Shape{40});
+  TrainOptions o;
+  o.epochs = 3;
+  o.batch_size = 8;  // 5 steps per epoch, 15 in all: every pruning event (2, 4, 6, 8) happens
+  o.progress = false;
+  o.hooks = drv.hooks();
+  const TrainResult r = train_classifier(*m, opt, train, LabeledData{}, o);
+  EXPECT_EQ(r.steps, 15);
+  EXPECT_EQ(r.skipped_steps, 0);
+  EXPECT_EQ(drv.step_count(), 15);
+  for (const auto& n : pr.names()) {
+    const Tensor& mk = pr.mask(n);
+    EXPECT_DOUBLE_EQ(prune::mask_sparsity(mk),
+                     static_cast<double>(prune::pruned_count(0.75, mk.numel())) / mk.numel());
+  }
+  // The weights where the masks are 0 stayed exactly 0 after the last update.
+  for (auto& np : m->named_parameters()) {
+    if (np.name.find("weight") == std::string::npos) continue;
+    const auto mk = pr.mask(np.name).to_vector<uint8_t>();
+    const auto w = np.param->value.to_vector<double>();
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      if (!mk[i]) {
+        ASSERT_EQ(w[i], 0.0) << np.name << " " << i;
+      }
+    }
+  }
+}
+
+TEST(PruneLayers, PrunedCheckpointRoundTrip) {
+  auto m = mlp();
+  Pruner pr(*m);
+  AdamW opt(m->named_parameters(), AdamWOptions{});
+  Tensor x = random_uniform(Shape{8, 12}, 13);
+  fake_backward(*m, x);
+  pr.prune_magnitude(0.6);
+  pr.mask_grads();
+  opt.step();
+  pr.apply_masks();
+  const std::string path = ::testing::TempDir() + "pruned_ckpt.safetensors";
+  TrainState st;
+  st.step = 7;
+  save_pruned_checkpoint(path, *m, &opt, st, pr);
+
+  auto m2 = mlp();
+  Pruner pr2(*m2);
+  AdamW opt2(m2->named_parameters(), AdamWOptions{});
+  const TrainState got = load_pruned_checkpoint(path, *m2, &opt2, pr2);
+  EXPECT_EQ(got.step, 7);
+  for (const auto& n : pr.names()) {
+    EXPECT_EQ(pr2.mask(n).to_vector<uint8_t>(), pr.mask(n).to_vector<uint8_t>()) << n;
+  }
+  auto p1 = m->named_parameters();
+  auto p2 = m2->named_parameters();
+  for (std::size_t i = 0; i < p1.size(); ++i) {
+    EXPECT_EQ(p2[i].param->value.to_vector<double>(), p1[i].param->value.to_vector<double>());
+  }
+  // The plain loader reads the same file (it ignores the masks).
+  auto m3 = mlp();
+  EXPECT_EQ(load_checkpoint(path, *m3, nullptr).step, 7);
+
+  // A checkpoint without masks: an error naming the missing mask, and nothing assigned.
+  const std::string plain = ::testing::TempDir() + "plain_ckpt.safetensors";
+  save_checkpoint(plain, *m, nullptr, st);
+  auto m4 = mlp();
+  const auto before = m4->named_parameters()[0].param->value.to_vector<double>();
+  Pruner pr4(*m4);
+  expect_error([&] { load_pruned_checkpoint(plain, *m4, nullptr, pr4); }, "Pruner::load_state");
+  EXPECT_EQ(m4->named_parameters()[0].param->value.to_vector<double>(), before);
+  std::remove(path.c_str());
+  std::remove(plain.c_str());
+}
+
+// Dense reference: conv2d of the masked weight (f64).
+Tensor masked_conv(Conv2d& c, const Tensor& mask, const Tensor& x) {
+  Tensor w = c.weight().value.clone();
+  prune::apply_mask(w, mask);
+  return conv2d(x, w, c.bias() ? c.bias()->value.cview() : ConstTensorView{}, c.params());
+}
+
+TEST(PruneLayers, SparseConv2dMatchesMaskedConv) {
+  struct Case {
+    int64_t cin, cout, k, stride, pad, dil;
+    bool bias;
+  };
+  for (const Case& cs : {Case{3, 8, 3, 1, 1, 1, true}, Case{4, 6, 3, 2, 0, 1, false},
+                         Case{2, 5, 2, 1, 2, 2, true}, Case{5, 7, 1, 1, 0, 1, true}}) {
+    Conv2dOptions opt;
+    opt.stride = cs.stride;
+    opt.padding = cs.pad;
+    opt.dilation = cs.dil;
+    opt.bias = cs.bias;
+    Conv2d c(cs.cin, cs.cout, cs.k, opt, 21, DType::kF64);
+    Tensor mk = prune::magnitude_mask(c.weight().value, 0.7);
+    SparseConv2d s(c, mk);
+    EXPECT_EQ(s.weight().nnz(),
+              c.weight().value.numel() - prune::pruned_count(0.7, c.weight().value.numel()));
+    Tensor x = random_uniform(Shape{3, cs.cin, 9, 7}, 22).to(DType::kF64);
+    Tensor want = masked_conv(c, mk, x);
+    Tensor got = s.forward(x);
+    ASSERT_EQ(got.shape(), want.shape());
+    // f64: only the summation order differs (and exact zero terms).
+    EXPECT_TRUE(all_close(got, want, 1e-12, 1e-13)) << cs.cin << " " << cs.k;
+  }
+}
+
+TEST(PruneLayers, SparseInferenceModelMatchesMaskedCnn) {
+  DigitsCnnConfig cfg;
+  cfg.seed = 3;
+  auto m = make_digits_cnn(cfg);
+  Tensor x = random_uniform(Shape{5, 1, 8, 8}, 23);
+  m->forward(x);  // one training-mode pass moves the BatchNorm running statistics
+  Pruner pr(*m);
+  pr.prune_magnitude(0.9, PruneScope::kGlobal);
+  m->eval();
+  Tensor want = m->forward(x);
+  auto sm = sparse_inference_model(*m, &pr);
+  EXPECT_EQ((*sm)[0].type_name(), "SparseConv2d");
+  EXPECT_EQ((*sm)[3].type_name(), "SparseConv2d");
+  EXPECT_EQ((*sm)[8].type_name(), "SparseLinear");
+  Tensor got = sm->forward(x);
+  // f32 through two convolutions and a Linear: only the summation order differs.
+  EXPECT_TRUE(all_close(got, want, 1e-4, 1e-5));
+  // Without a pruner the zeros of the masked weights give the same nonzeros.
+  auto sm2 = sparse_inference_model(*m);
+  EXPECT_EQ(dynamic_cast<SparseConv2d&>((*sm2)[3]).weight().nnz(),
+            dynamic_cast<SparseConv2d&>((*sm)[3]).weight().nnz());
+}
+
+TEST(PruneLayers, SparseConv2dBadInput) {
+  Conv2d c(3, 4, 3);
+  SparseConv2d s(c);
+  expect_error([&] { s.forward(random_uniform(Shape{2, 2, 5, 5}, 1)); }, "SparseConv2d");
+  expect_error([&] { s.forward(random_uniform(Shape{2, 3, 5}, 1)); }, "SparseConv2d");
+  expect_error(
+      [&] {
+        s.forward(random_uniform(Shape{2, 3, 5, 5}, 1).to(DType::kF64));
+      },
+      "SparseConv2d");
+  expect_error(
+      [&] {
+        s.backward(random_uniform(Shape{2, 4, 3, 3}, 1));
+      },
+      "SparseConv2d", ErrorCode::kUnsupported);
+  Conv2dOptions g;
+  g.groups = 3;
+  Conv2d depthwise(3, 3, 3, g);
+  expect_error([&] { SparseConv2d bad(depthwise); }, "SparseConv2d");
+  expect_error(
+      [&] {
+        SparseConv2d bad(c, Tensor::zeros(Shape{4, 3}, DType::kU8));
+      },
+      "SparseConv2d");
+}
+
 }  // namespace
 }  // namespace frugal::nn

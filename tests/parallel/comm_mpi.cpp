@@ -57,7 +57,7 @@ TEST(MpiComm, AllreduceIdenticalToThreadCommForIntegerValuedData) {
         auto v = x.to_vector<double>();
         for (int64_t i : {int64_t{0}, n - 1}) {
           double a = value_of(0, i), b = value_of(1, i);
-          double want = op == ReduceOp::kMax ? std::max(a, b)
+          double want = op == ReduceOp::kMax   ? std::max(a, b)
                         : op == ReduceOp::kMin ? std::min(a, b)
                         : op == ReduceOp::kSum ? a + b
                         : is_float(t)          ? (a + b) / 2
@@ -155,6 +155,41 @@ TEST(MpiComm, SilentPeerRaisesTimeout) {
     c->allreduce(x.view());
   }
   EXPECT_EQ(x.to_vector<double>()[0], value_of(0, 0) + value_of(1, 0));
+  c->barrier();
+}
+
+TEST(MpiComm, LargeAllreduceTimesOutThenCompletesWhenThePeerArrives) {
+  // 2 MiB: the progress-thread path when MPI provides MPI_THREAD_MULTIPLE, else the split path.
+  auto c = world();
+  const int64_t n = 512 * 1024;
+  Tensor x = make_input(c->rank(), n, DType::kF32);
+  if (c->rank() == 0) {
+    c->set_timeout(300ms);
+    auto w = c->allreduce_async(x.view(), ReduceOp::kAvg);
+    try {
+      w->wait();
+      ADD_FAILURE() << "expected Timeout";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kTimeout);
+      EXPECT_EQ(std::string(e.what()).rfind("[allreduce]", 0), 0u) << e.what();
+    }
+    for (int attempt = 0;; ++attempt) {
+      try {
+        w->wait();
+        break;
+      } catch (const Error& e) {
+        ASSERT_EQ(e.code(), ErrorCode::kTimeout);
+        ASSERT_LT(attempt, 100);
+      }
+    }
+    c->set_timeout(30s);
+  } else {
+    std::this_thread::sleep_for(1500ms);
+    c->allreduce(x.view(), ReduceOp::kAvg);
+  }
+  auto v = x.to_vector<double>();
+  for (int64_t i : {int64_t{0}, int64_t{12345}, n - 1})
+    EXPECT_EQ(v[i], (value_of(0, i) + value_of(1, i)) / 2);  // small integers: exact in f32
   c->barrier();
 }
 

@@ -102,5 +102,35 @@ TEST(PruneCuda, Spmm24MatchesCpu) {
   EXPECT_TRUE(all_close(y.to(Device::cpu()).to_vector<double>(), want, 1e-5, 1e-5));
 }
 
+TEST(PruneCuda, BsrSpmmMatchesReference) {
+  FRUGAL_REQUIRE_GPU();
+  const int64_t M = 96, K = 120, N = 300;  // N > 128: two column tiles, a partial one
+  Tensor w = random_uniform(Shape{M, K}, 10);
+  Tensor mk = magnitude_mask(w, 0.8);
+  Tensor x = random_uniform(Shape{K, N}, 11);
+  for (auto [br, bc] : {std::pair<int64_t, int64_t>{4, 4}, {2, 8}, {1, 3}, {8, 5}}) {
+    BsrMatrix a = to_bsr(w, br, bc, mk);
+    // Pruned entries inside kept blocks are stored as zeros: the product is the masked one.
+    const auto want = ref::masked_matmul(w.to_vector<double>(), mk.to_vector<uint8_t>(),
+                                         x.to_vector<double>(), M, K, N);
+    Tensor y = spmm(a.to(Device::cuda()), x.to(Device::cuda()));
+    ASSERT_EQ(y.device(), Device::cuda());
+    // f32 fma sums of at most K products in [-1, 1].
+    EXPECT_TRUE(all_close(y.to(Device::cpu()).to_vector<double>(), want, 1e-5, 1e-5)) << br;
+    BsrMatrix a64 = to_bsr(w.to(DType::kF64), br, bc, mk);
+    Tensor y64 = spmm(a64.to(Device::cuda()), x.to(DType::kF64).to(Device::cuda()));
+    // f64: only the summation order differs from the double reference.
+    EXPECT_TRUE(all_close(y64.to(Device::cpu()).to_vector<double>(), want, 1e-12, 1e-12)) << br;
+  }
+  // x on the host with the matrix on the device: rejected at the entry.
+  BsrMatrix a = to_bsr(w, 4, 4, mk).to(Device::cuda());
+  try {
+    spmm(a, x);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("[spmm]", 0), 0u);
+  }
+}
+
 }  // namespace
 }  // namespace frugal::prune

@@ -6,13 +6,15 @@
 ///   kNearestEven  IEEE 754 round to nearest, ties to even; bit-identical to Tensor::to and to
 ///                 float_types.hpp.
 ///   kStochastic   let `shift` be the number of input mantissa bits the target drops (larger for
-///                 target subnormals). A `shift`-bit random integer r is added to the dropped bits
-///                 and the sum is truncated (round toward zero on the magnitude): the result is one
-///                 of the two neighbours of x, the upper with probability exactly rem / 2^shift,
-///                 i.e. proportional to proximity, so E[result] = x. r is the low `shift` bits of
-///                 32-bit Philox lane i (stream of philox.hpp, ctx.seed, ctx.offset). When more
-///                 than 32 bits are dropped (values far below the target's smallest subnormal) the
-///                 probability is rem / 2^shift rounded up to a multiple of 2^-32.
+///                 target subnormals) and rem their value. With r the element's R random bits
+///                 (R = 16 for f16 / bf16, 8 for fp8) and thr = ceil(2^R rem / 2^shift), the
+///                 result rounds up iff r + thr >= 2^R, else toward zero: one of the two
+///                 neighbours of x, the upper with probability rem / 2^shift exactly when at most
+///                 R bits are dropped (bf16, f16 normals), else that probability rounded up to a
+///                 multiple of 2^-R. Element i takes bits [R (i % E), R (i % E) + R) of the
+///                 128-bit Philox4x32-10 output (philox.hpp, key ctx.seed) with counter
+///                 i / E + ctx.offset, E = 128 / R; a call consumes ceil(numel / E) counters,
+///                 at most philox_counters(numel).
 /// Overflow: kSaturate clamps finite overflow and ±Inf to ±max finite; kNonSaturate gives ±Inf
 /// (f16, bf16, E5M2) or NaN (E4M3). NaN stays NaN in every mode.
 #include "frugal/core/dtype.hpp"
@@ -44,9 +46,10 @@ struct CastResult {
 
 /// Casts contiguous f32 `x` to `to` (kF16, kBF16, kF8E4M3, kF8E5M2) after multiplying by
 /// opt.scale, in one pass over x. On CUDA the op is enqueued on ctx.stream; with compute_amax it
-/// synchronizes that stream to return amax. Stochastic rounding consumes philox_counters(numel)
-/// counters from ctx.offset. Errors: "[amp::cast] ..." (InvalidArgument) for a non-f32 or
-/// non-contiguous input, an unsupported target dtype, or a scale that is <= 0, Inf or NaN.
+/// synchronizes that stream to return amax. Stochastic rounding consumes at most
+/// philox_counters(numel) counters from ctx.offset (advance the offset by that between calls).
+/// Errors: "[amp::cast] ..." (InvalidArgument) for a non-f32 or non-contiguous input, an
+/// unsupported target dtype, or a scale that is <= 0, Inf or NaN.
 CastResult cast(ConstTensorView x, DType to, const CastOptions& opt = {},
                 const ExecContext& ctx = {});
 

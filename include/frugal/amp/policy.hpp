@@ -26,6 +26,10 @@ enum class OpClass {
 struct AutocastPolicy {
   DType low = DType::kBF16;               ///< the low-precision dtype (kBF16 or kF16)
   std::map<OpClass, bool> low_precision;  ///< true: cast inputs to `low`; false: compute in fp32
+  /// Layers store the tensors they keep for backward (a Linear's input, attention's qkv and
+  /// probabilities, an activation's input) in `low` instead of fp32: the activation-memory half
+  /// of mixed precision. Backward then works from the rounded values.
+  bool low_saved_activations = true;
 
   /// Whether `c` runs in low precision under this policy (false for a missing entry).
   bool is_low(OpClass c) const {

@@ -20,14 +20,14 @@ namespace frugal::lowrank {
 
 /// How randomized_svd reports ||A - U S V^T||_F / ||A||_F.
 enum class RsvdError {
-  kNone,      ///< not computed (relative_error is NaN)
+  kNone,  ///< not computed (relative_error is NaN)
   /// From the identity ||A - Q B_r||^2 = ||A||^2 - sum_{i<=rank} S_i^2 (Q orthonormal): one pass
   /// over A. It cancels when the error is small: its absolute error is a modest multiple of
   /// eps * ||A||^2, so a relative error below ~sqrt(1000 eps) (0.011 in f32, 4.7e-7 in f64) is
   /// mostly rounding noise.
   kEstimate,
-  kExact,     ///< from the residual A - U S V^T itself (one more product of A's size; blocks)
-  kAuto,      ///< kEstimate, recomputed with kExact when the estimate is below sqrt(1000 eps)
+  kExact,  ///< from the residual A - U S V^T itself (one more product of A's size; blocks)
+  kAuto,   ///< kEstimate, recomputed with kExact when the estimate is below sqrt(1000 eps)
 };
 
 /// Options of randomized_svd.

@@ -3,12 +3,12 @@
 ///
 /// CPU: Eigen's divide-and-conquer BDCSVD (never JacobiSVD on a large matrix: over a minute at
 /// 1024 x 1024); for min(m, n) <= 256, Householder QR then Jacobi SVD of the small R factor
-/// (robust to clustered singular values, where Eigen 3.4.0's BDCSVD is not); HouseholderQR. CUDA: cuSOLVER (cusolverDnXgesvd; geqrf +
-/// orgqr). Inputs are rank-2 (m, n) f32 or f64 tensors, any strides, finite and non-empty; results
-/// are new contiguous tensors of the input's dtype on the input's device. Every op here waits for
-/// the device (the convergence flag is a host value). Non-convergence is reported in the result,
-/// never thrown; misuse (wrong rank, dtype, NaN, empty, rank out of range) throws InvalidArgument
-/// with a message starting "[op]".
+/// (robust to clustered singular values, where Eigen 3.4.0's BDCSVD is not); HouseholderQR. CUDA:
+/// cuSOLVER (cusolverDnXgesvd; geqrf + orgqr). Inputs are rank-2 (m, n) f32 or f64 tensors, any
+/// strides, finite and non-empty; results are new contiguous tensors of the input's dtype on the
+/// input's device. Every op here waits for the device (the convergence flag is a host value).
+/// Non-convergence is reported in the result, never thrown; misuse (wrong rank, dtype, NaN, empty,
+/// rank out of range) throws InvalidArgument with a message starting "[op]".
 #include <cstdint>
 
 #include "frugal/core/exec_context.hpp"
@@ -18,9 +18,9 @@ namespace frugal::lowrank {
 
 /// A = U diag(S) V^T for A (m, n); k = min(m, n).
 struct SvdResult {
-  Tensor u;               ///< (m, k) thin or truncated, (m, m) full: left singular vectors (columns)
-  Tensor s;               ///< (k) (or (rank) when truncated): singular values, descending, >= 0
-  Tensor vt;              ///< (k, n) thin or truncated, (n, n) full: right singular vectors (rows)
+  Tensor u;   ///< (m, k) thin or truncated, (m, m) full: left singular vectors (columns)
+  Tensor s;   ///< (k) (or (rank) when truncated): singular values, descending, >= 0
+  Tensor vt;  ///< (k, n) thin or truncated, (n, n) full: right singular vectors (rows)
   bool converged = true;  ///< false when the backend reported non-convergence
   /// Backend status: 0 on success. CPU: Eigen's ComputationInfo value, or -1 when BDCSVD's
   /// singular vectors came back non-orthogonal (a cluster of nearly equal singular values, see

@@ -26,9 +26,9 @@ namespace frugal::lowrank {
 
 /// Tucker-2 factors of W (C_out, C_in, kh, kw); the input's dtype and device.
 struct Tucker2Result {
-  Tensor core;   ///< (r_out, r_in, kh, kw)
-  Tensor u_out;  ///< (C_out, r_out), orthonormal columns
-  Tensor u_in;   ///< (C_in, r_in), orthonormal columns
+  Tensor core;                  ///< (r_out, r_in, kh, kw)
+  Tensor u_out;                 ///< (C_out, r_out), orthonormal columns
+  Tensor u_in;                  ///< (C_in, r_in), orthonormal columns
   double relative_error = 0.0;  ///< ||W - reconstruction||_F / ||W||_F, from the residual
   bool converged = true;        ///< both unfolding SVDs converged
 };
@@ -59,10 +59,10 @@ struct CpOptions {
 /// CP factors of W (C_out, C_in, kh, kw); the input's dtype and device. The column norms
 /// (the lambda of the literature) are folded into `out`.
 struct CpResult {
-  Tensor out;  ///< (C_out, R)
-  Tensor in;   ///< (C_in, R)
-  Tensor h;    ///< (kh, R)
-  Tensor w;    ///< (kw, R)
+  Tensor out;                   ///< (C_out, R)
+  Tensor in;                    ///< (C_in, R)
+  Tensor h;                     ///< (kh, R)
+  Tensor w;                     ///< (kw, R)
   double relative_error = 0.0;  ///< ||W - reconstruction||_F / ||W||_F
   int64_t iterations = 0;       ///< ALS sweeps run
   bool converged = false;       ///< stopped by `tol` before max_iters

@@ -26,7 +26,9 @@ Tensor gelu(ConstTensorView x, GeluApprox approx = GeluApprox::kNone, const Exec
 Tensor gelu_backward(ConstTensorView grad_out, ConstTensorView x,
                      GeluApprox approx = GeluApprox::kNone, const ExecContext& ctx = {});
 
-/// ReLU layer; keeps its last input for backward (forward then backward must pair).
+/// ReLU layer; keeps its last input for backward (forward then backward must pair). Inside an
+/// amp::AmpContext whose policy has low_saved_activations, an f32 input is kept in the policy's
+/// low dtype (ReLU's backward needs only its sign, which bf16 / f16 keep exactly).
 class ReLU : public Module {
  public:
   ReLU() = default;
@@ -36,9 +38,15 @@ class ReLU : public Module {
 
  private:
   Tensor input_;
+  bool autocast_ = false;  // input_ is a low-precision copy (released by backward)
 };
 
-/// GELU layer (torch.nn.GELU); keeps its last input for backward.
+/// GELU layer (torch.nn.GELU); keeps its last input for backward, in the policy's low dtype inside
+/// an amp::AmpContext with low_saved_activations (the derivative is then taken at the rounded
+/// input). Under a policy that runs kGemm low it also returns its output in the low dtype,
+/// computed from the rounded input, for the Linear that follows (the GPT MLP: c_fc -> GELU ->
+/// c_proj), and its gradient flows in the dtype it arrives in. Under autocast backward releases the
+/// saved input.
 class GELU : public Module {
  public:
   explicit GELU(GeluApprox approx = GeluApprox::kNone) : approx_(approx) {}
@@ -50,6 +58,7 @@ class GELU : public Module {
  private:
   GeluApprox approx_;
   Tensor input_;
+  bool autocast_ = false;  // input_ is a low-precision copy (released by backward)
 };
 
 }  // namespace frugal::nn

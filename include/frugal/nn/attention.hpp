@@ -39,6 +39,10 @@ Tensor causal_attention_backward(ConstTensorView grad_out, ConstTensorView qkv,
 /// CausalSelfAttention(C, H): children "c_attn" = Linear(C, 3C) and "c_proj" = Linear(C, C)
 /// (GPT-2 names; seeds `seed` and `seed + 1`, PyTorch default init). Input and output (B, T, C).
 /// forward keeps qkv and probs for the next backward (B*H*T*T elements: memory grows as T^2).
+/// Inside an amp::AmpContext whose policy runs kAttentionProduct low (f32 layers): q, k, v, the
+/// probabilities and the output gradient enter the products rounded to the low dtype (fp32
+/// accumulation, fp32 softmax and output), and qkv and probs are kept in the low dtype when the
+/// policy has low_saved_activations (half the T^2 memory).
 class CausalSelfAttention : public Module {
  public:
   CausalSelfAttention(int64_t dim, int64_t num_heads, uint64_t seed, DType dtype = DType::kF32);
@@ -55,7 +59,8 @@ class CausalSelfAttention : public Module {
  private:
   int64_t dim_, num_heads_;
   std::shared_ptr<Linear> c_attn_, c_proj_;
-  Tensor qkv_, probs_;  // saved by forward
+  Tensor qkv_, probs_;                 // saved by forward (in the low dtype under autocast)
+  DType product_dtype_ = DType::kF32;  // dtype of the attention products' operands
 };
 
 }  // namespace frugal::nn

@@ -8,6 +8,7 @@
 /// CPU results do not depend on the thread count.
 #include <cstdint>
 
+#include "frugal/amp/autocast.hpp"
 #include "frugal/core/exec_context.hpp"
 #include "frugal/core/tensor.hpp"
 #include "frugal/nn/module.hpp"
@@ -73,6 +74,11 @@ void conv2d_backward_bias(ConstTensorView grad_out, TensorView grad_bias,
 /// bias (out), both initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * kh
 /// * kw (kaiming_uniform(a = sqrt(5))), drawn with Philox from `seed` (weight from offset 0, bias
 /// after it). forward keeps its input for backward: each backward pairs with the last forward.
+/// Inside an amp::AmpContext whose policy runs kConv low (f32 layers), the input, weight (a cached
+/// copy refreshed after each optimizer step) and output gradient enter the convolutions rounded
+/// to the low dtype, with fp32 accumulation and fp32 outputs and gradients; the saved input is
+/// kept in the low dtype. There is no bf16 convolution kernel: the fp32 kernels run on the rounded
+/// values, so this saves activation memory, not time.
 class Conv2d : public Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, Size2 kernel, const Conv2dOptions& opt = {},
@@ -99,7 +105,10 @@ class Conv2d : public Module {
   Conv2dParams params_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
-  Tensor input_;  // last forward's input (N, in, H, W)
+  Tensor input_;             // last forward's input (N, in, H, W), in low_ under autocast
+  DType low_ = DType::kF32;  // operand dtype of the last forward (kF32: no autocast)
+  amp::WeightCopy w_copy_;   // autocast: cached low-precision weight
+  Tensor w_used_;            // autocast: the weight operand of the last forward
 };
 
 }  // namespace frugal::nn

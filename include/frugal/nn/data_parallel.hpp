@@ -23,8 +23,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "frugal/nn/checkpoint.hpp"
+#include "frugal/nn/data.hpp"
 #include "frugal/nn/module.hpp"
+#include "frugal/nn/optim.hpp"
 #include "frugal/parallel/communicator.hpp"
+#include "frugal/parallel/compression.hpp"
 
 namespace frugal::nn {
 
@@ -40,23 +44,43 @@ struct DataParallelOptions {
   /// After every finish_gradient_sync(), check that all ranks hold identical parameters
   /// (check_parameters_in_sync). Costs two small all-reduces and a pass over the parameters.
   bool debug_check = false;
+  /// Compresses every bucket instead of all-reducing its f32 gradient (parallel/compression.hpp;
+  /// f32 parameters, CPU, average = true). One compressor per DataParallel: it keeps per-bucket
+  /// residuals. nullptr: plain all-reduce.
+  std::shared_ptr<parallel::GradCompressor> compressor;
+  /// Bounded staleness s >= 0: the averaged gradient of step t is applied at step t + s, so the
+  /// all-reduce of a step has s steps of compute to finish in and waiting rarely blocks
+  /// (asynchronous data parallel with a staleness bound, Ho et al. 2013 "SSP"). The first s calls
+  /// of finish_gradient_sync() have no averaged gradient yet and return false (skip the update).
+  /// 0: synchronous. Not combined with a compressor.
+  int staleness = 0;
 };
 
 /// Counters of the last synchronised step.
 struct DataParallelStats {
-  int64_t buckets = 0;                 ///< number of gradient buckets
-  int64_t bytes_per_step = 0;          ///< gradient bytes each rank all-reduces per step
-  int64_t launched_in_backward = 0;    ///< buckets started from the grad-ready hook last step
-  int64_t steps = 0;                   ///< finish_gradient_sync() calls so far
+  int64_t buckets = 0;               ///< number of gradient buckets
+  int64_t bytes_per_step = 0;        ///< f32 (uncompressed) gradient bytes of one step
+  int64_t sent_bytes_per_step = 0;   ///< bytes handed to collectives last step (compressed)
+  int64_t launched_in_backward = 0;  ///< buckets started from the grad-ready hook last step
+  int64_t steps = 0;                 ///< finish_gradient_sync() calls so far
+  /// Seconds spent in finish_gradient_sync(), summed over the steps: the communication time
+  /// not hidden behind backward (plus packing / unpacking), what the training step waits for.
+  double sync_seconds = 0;
+  /// Bytes (f32) of the buckets whose communication had already completed when
+  /// finish_gradient_sync() was called, summed over the steps: communication entirely hidden
+  /// behind backward. Divide by steps * bytes_per_step for the hidden fraction.
+  int64_t hidden_bytes = 0;
 };
 
 /// Wraps a model for synchronous data-parallel training. Keeps references: the model and the
-/// communicator must outlive it. Installs the model's grad-ready hook (removed by the destructor).
+/// communicator must outlive it. Installs the grad-ready hook of the model and of every module
+/// inside it (removed by the destructor).
 class DataParallel {
  public:
   /// Broadcasts rank 0's parameters and buffers to every rank and builds the buckets from the
   /// trainable parameters (f32 / f64 / f16 / bf16; on the communicator's device).
-  DataParallel(Module& model, parallel::Communicator& comm, const DataParallelOptions& options = {});
+  DataParallel(Module& model, parallel::Communicator& comm,
+               const DataParallelOptions& options = {});
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -68,8 +92,10 @@ class DataParallel {
 
   /// Starts the buckets not started yet, waits for every bucket (bounded by the communicator's
   /// timeout) and writes the reduced gradients back into the parameters' grads. Call after
-  /// backward and before the optimizer step.
-  void finish_gradient_sync();
+  /// backward and before the optimizer step. Returns whether the grads now hold an averaged
+  /// gradient: always true when synchronous; with staleness s, false for the first s steps
+  /// (skip the optimizer step: StepHooks::before_step can return this value).
+  bool finish_gradient_sync();
 
   /// Copies rank `root`'s parameters and buffers to every rank.
   void broadcast_parameters(int root = 0);
@@ -87,16 +113,24 @@ class DataParallel {
   parallel::Communicator& communicator() { return comm_; }
 
  private:
+  struct InFlight {
+    Tensor flat;
+    std::shared_ptr<parallel::Work> work;
+  };
   struct Bucket {
     Tensor flat;  // (elements) contiguous, the parameters' dtype and device
     std::vector<Parameter*> params;
     std::vector<int64_t> offsets;  // element offset of each parameter in flat
-    int64_t pending = 0;           // gradients not reported yet this step
+    parallel::BucketLayout layout;
+    int64_t pending = 0;  // gradients not reported yet this step
     std::shared_ptr<parallel::Work> work;
+    std::vector<InFlight> queue;  // staleness > 0: steps launched, oldest first
+    std::vector<Tensor> spare;    // staleness > 0: buffers to reuse
   };
   void on_grad_ready(Parameter& p);
   void pack(Bucket& b, size_t i);
-  void launch(Bucket& b);
+  void launch(size_t bi);
+  void unpack(Bucket& b, const Tensor& flat);
 
   Module& model_;
   parallel::Communicator& comm_;
@@ -104,9 +138,29 @@ class DataParallel {
   std::vector<Bucket> buckets_;
   std::unordered_map<Parameter*, std::pair<size_t, size_t>> where_;  // bucket, index in bucket
   std::vector<std::vector<bool>> packed_;
+  std::vector<Module*> hooked_;  // modules whose grad-ready hook we installed
   bool sync_enabled_ = true;
   int64_t hook_launches_ = 0;  // this step
   DataParallelStats stats_;
 };
+
+/// Rank `rank`'s shard of a data set for data-parallel training: rows rank, rank + world_size,
+/// ... (a fixed split; each rank's DataLoader then shuffles its own shard). Throws
+/// InvalidArgument ("[shard_rows] ...") unless 0 <= rank < world_size.
+LabeledData shard_rows(const LabeledData& data, int rank, int world_size);
+
+/// Saves a data-parallel run: rank 0 writes `model`, `optim` and `state` with save_checkpoint
+/// (atomically: a reader sees the old file or the whole new one), then every rank waits at a
+/// barrier, so the file is complete when any rank returns. The replicas are identical, so rank
+/// 0's copy is the run's. Errors of rank 0's write are rethrown there; the other ranks then
+/// time out at the barrier or see the abort (ThreadComm).
+void save_parallel_checkpoint(const std::string& path, parallel::Communicator& comm, Module& model,
+                              const Optimizer* optim, const TrainState& state);
+
+/// Resumes a data-parallel run: every rank reads `path` (a file system all ranks see) with
+/// load_checkpoint into its replica and optimizer, then the replicas are checked to be
+/// identical (DataParallel's checksum). Returns the saved TrainState.
+TrainState load_parallel_checkpoint(const std::string& path, parallel::Communicator& comm,
+                                    Module& model, Optimizer* optim);
 
 }  // namespace frugal::nn

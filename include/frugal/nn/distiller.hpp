@@ -6,12 +6,14 @@
 ///
 /// A step (Distiller::step):
 ///   1. teacher logits: from the cache by the batch's dataset indices, or by running the teacher
-///      forward in eval mode (no backward is ever run through it, so it accumulates no gradient);
+///      forward in eval mode (no backward is ever run through it, so it accumulates no gradient),
+///      optionally inside an amp::AmpContext (DistillerOptions::teacher_precision);
 ///   2. student forward (layer by layer when a feature hint is configured);
 ///   3. loss = alpha * T^2 KL + (1 - alpha) * CE (distill::kd_loss, or kd_loss_topk for a top-k
 ///      cache) + hint_weight * MSE(adapter(student hint), teacher hint);
 ///   4. student backward (the hint gradient joins at the hint layer), optimizer step.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -20,6 +22,7 @@
 #include "frugal/core/tensor.hpp"
 #include "frugal/distill/response.hpp"
 #include "frugal/nn/data.hpp"
+#include "frugal/nn/gpt.hpp"
 #include "frugal/nn/module.hpp"
 #include "frugal/nn/optim.hpp"
 
@@ -101,6 +104,11 @@ struct DistillerOptions {
   int hint_teacher_layer = -1;
   double hint_weight = 1.0;
   std::shared_ptr<Module> adapter;
+  /// Precision of the teacher forward: kF32 runs the teacher as it is; kBF16 (or kF16) runs it
+  /// inside an amp::AmpContext(amp::default_policy(kBF16)), so the layers that follow the
+  /// autocast policy (GEMMs, convolutions) compute in bf16. The logits are converted to the
+  /// student's dtype before the loss.
+  DType teacher_precision = DType::kF32;
 };
 
 /// Losses of one step (as the student saw them before its update).
@@ -112,7 +120,8 @@ struct DistillStepResult {
 };
 
 /// Teacher-student training steps. The student and teacher are any Modules returning logits
-/// (N, C); a feature hint needs both to be Sequential (the step runs them layer by layer). The
+/// (N, C), or (N, ..., C) (sequence models: every position is a row of the loss, labels
+/// (N, ...)); a feature hint needs both to be Sequential (the step runs them layer by layer). The
 /// optimizer must hold the student's (and the adapter's) parameters. The models must outlive the
 /// Distiller.
 class Distiller {
@@ -140,6 +149,97 @@ class Distiller {
   DistillerOptions options_;
   std::shared_ptr<const TeacherCache> cache_;
   ExecContext ctx_;
+};
+
+/// Teacher logits of `input` with no gradient: `teacher` runs forward in eval mode (its mode is
+/// restored after), inside an amp::AmpContext when `precision` is kBF16 or kF16, with the input
+/// moved to the teacher's device. Returns the logits as the teacher produced them. Throws
+/// InvalidArgument ("[teacher_forward] ...") for a precision other than kF32, kBF16, kF16.
+Tensor teacher_forward(Module& teacher, const Tensor& input, DType precision = DType::kF32,
+                       const ExecContext& ctx = {});
+
+namespace detail {
+/// What DistilledStudent and DistilledGpt share: the teacher run of a training forward and the
+/// blend of the loop's cross-entropy gradient with the KD gradient.
+class LoopDistillation {
+ public:
+  LoopDistillation(std::shared_ptr<Module> teacher, const DistillerOptions& options,
+                   std::function<float()> loss_scale, const char* op);
+  /// Runs the teacher on `input` and keeps its logits (converted to `dtype` on `device`).
+  void run_teacher(const Tensor& input, Device device, DType dtype);
+  /// alpha * scale * dKD/ds + (1 - alpha) * grad_ce for student logits (..., C); forgets the kept
+  /// teacher logits.
+  Tensor blend(const Tensor& student_logits, const Tensor& grad_ce);
+  double last_kd() const { return last_kd_; }
+  const DistillerOptions& options() const { return options_; }
+
+ private:
+  std::shared_ptr<Module> teacher_;
+  DistillerOptions options_;
+  std::function<float()> loss_scale_;
+  const char* op_;
+  Tensor teacher_logits_;
+  double last_kd_ = 0.0;
+};
+}  // namespace detail
+
+/// Distillation inside a training loop that minimises the softmax cross-entropy of a classifier
+/// (nn::train_classifier): the student as the loop sees it. In training mode, forward runs the
+/// teacher too (teacher_forward: no gradient, options.teacher_precision) and returns the
+/// student's logits; backward receives the loop's cross-entropy gradient g = (softmax(s) -
+/// onehot(y)) / N (times the loop's loss scale) and passes
+///   alpha * scale * T (softmax(s / T) - softmax(t / T)) / N + (1 - alpha) * g
+/// to the student, which is the gradient of distill::kd_loss(s, t, y, T, alpha). In eval mode it
+/// is the student alone (evaluation costs no teacher). So the distilled and the plain student
+/// run the same loop, data order and schedule. The loop's reported loss stays the hard-label
+/// cross-entropy; last_kd() is the KD term of the last backward. Parameters are the student's
+/// (under "student."). Feature hints need Distiller::step.
+class DistilledStudent : public Module {
+ public:
+  /// `loss_scale` must be the loop's StepHooks::loss_scale (null: 1). Throws InvalidArgument
+  /// ("[DistilledStudent] ...") for a null model, bad temperature / alpha / precision, or hints.
+  DistilledStudent(std::shared_ptr<Module> student, std::shared_ptr<Module> teacher,
+                   const DistillerOptions& options = {}, std::function<float()> loss_scale = {});
+
+  /// (N, ...) -> student logits (N, C); runs the teacher too in training mode.
+  Tensor forward(const Tensor& input) override;
+  /// Cross-entropy gradient (N, C) -> the student's input gradient, after the KD blend.
+  /// Throws InvalidArgument ("[DistilledStudent] ...") without a training forward before it.
+  Tensor backward(const Tensor& grad_output) override;
+  std::string type_name() const override { return "DistilledStudent"; }
+
+  Module& student() { return *student_; }
+  /// The KD term T^2 KL batchmean of the last backward.
+  double last_kd() const { return kd_.last_kd(); }
+
+ private:
+  std::shared_ptr<Module> student_;
+  detail::LoopDistillation kd_;
+  Tensor student_logits_;
+};
+
+/// DistilledStudent for nn::train_char_gpt: a GPT student (this object, built from
+/// `student_config`) whose training forward also runs `teacher` (any module mapping tokens
+/// (B, T) to logits (B, T, V) with the student's V, usually a larger GPT) and whose backward
+/// blends the loop's per-token cross-entropy gradient with the KD gradient over the B T rows.
+/// Evaluation (estimate_char_loss, sampling) runs the student alone.
+class DistilledGpt : public GPT {
+ public:
+  /// Throws InvalidArgument ("[DistilledGpt] ...") as DistilledStudent.
+  DistilledGpt(const GPTConfig& student_config, std::shared_ptr<Module> teacher,
+               const DistillerOptions& options = {}, std::function<float()> loss_scale = {});
+
+  /// tokens (B, T) -> student logits (B, T, V); runs the teacher too in training mode.
+  Tensor forward(const Tensor& tokens) override;
+  /// Cross-entropy gradient (B, T, V) -> GPT::backward of the blended gradient.
+  Tensor backward(const Tensor& grad_logits) override;
+  std::string type_name() const override { return "DistilledGpt"; }
+  /// The KD term of the last backward.
+  double last_kd() const { return kd_.last_kd(); }
+
+ private:
+  detail::LoopDistillation kd_;
+  Tensor student_logits_;
 };
 
 }  // namespace frugal::nn

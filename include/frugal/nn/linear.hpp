@@ -8,6 +8,8 @@
 /// forward. A backward without a forward throws.
 #include <cstdint>
 
+#include "frugal/amp/autocast.hpp"
+#include "frugal/amp/fp8.hpp"
 #include "frugal/core/dtype.hpp"
 #include "frugal/core/exec_context.hpp"
 #include "frugal/core/tensor.hpp"
@@ -37,6 +39,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias,
 /// Created on the CPU; move with to(Device::cuda()). Backward computes grad_x = g W and
 /// accumulates grad_W += g^T x (gemm_into, beta = 1) and grad_b += column sums of g; a frozen
 /// (trainable = false) parameter's gradient is left untouched.
+///
+/// Mixed precision (f32 layers only; see frugal/amp/autocast.hpp and frugal/amp/fp8.hpp):
+/// - inside an amp::AmpContext whose policy runs kGemm low: the three GEMMs take bf16 / f16
+///   operands (the input and grad_output cast per call, the weight from a cached copy refreshed
+///   after each optimizer step) with fp32 accumulation; the output and the parameter gradients
+///   are f32 (the master weights are f32). The saved input is kept in the low dtype and released
+///   by backward. The input and grad_output may also arrive in the low dtype (from a GELU between
+///   two Linears, as in the GPT MLP); grad_input has the dtype of the forward's input.
+/// - inside an amp::Fp8Autocast: input and weight are quantized to E4M3 and grad_output to E5M2
+///   (HYBRID) or E4M3 with per-tensor scales of the recipe (input_meta(), weight_meta(),
+///   grad_meta()); the saved input and weight are the fp8 tensors (1 byte per element).
+/// Backward follows the mode of the forward it differentiates, whatever guard is active then.
 class Linear : public Module {
  public:
   /// dtype: f32 or f64 (f64 on the CPU for finite-difference tests; f16 / bf16 also work).
@@ -52,7 +66,10 @@ class Linear : public Module {
   Parameter& weight() { return *weight_; }
   /// The bias parameter, or nullptr for a layer built with bias = false.
   Parameter* bias() { return bias_; }
-
+  /// FP8 scaling state of the input, the weight and the output gradient (Fp8Autocast only).
+  const amp::Fp8TensorMeta& input_meta() const { return fp8_input_; }
+  const amp::Fp8TensorMeta& weight_meta() const { return fp8_weight_; }
+  const amp::Fp8TensorMeta& grad_meta() const { return fp8_grad_; }
 
  private:
   int64_t in_features_;
@@ -62,6 +79,15 @@ class Linear : public Module {
   Tensor input_;     // (N, in), the last forward's input as rows
   Shape out_shape_;  // (..., out) of the last forward
   Shape in_shape_;   // (..., in) of the last forward
+  // Mixed precision: how the last forward ran, and what its backward needs besides input_.
+  enum class Mode { kPlain, kLow, kFp8 } mode_ = Mode::kPlain;
+  DType low_ = DType::kF32;  // kLow: the GEMM dtype
+  bool input_low_ = false;   // kLow: the input arrived in low_ (grad_input is returned in low_)
+  amp::WeightCopy w_copy_;   // kLow: cached low-precision copy of the weight
+  Tensor w_used_;            // kLow / kFp8: the weight operand of the last forward
+  amp::Fp8Recipe fp8_recipe_;
+  amp::Fp8TensorMeta fp8_input_, fp8_weight_, fp8_grad_;
+  float input_scale_inv_ = 1.f, weight_scale_inv_ = 1.f;  // kFp8: of the saved tensors
 };
 
 /// Flattens dims start_dim..-1 into one (torch.nn.Flatten(start_dim, -1)): (N, C, H, W) ->

@@ -10,7 +10,8 @@
 ///     1x1 R -> C_out (bias); the vertical / horizontal parts take the stride, padding and
 ///     dilation of their own axis.
 /// Each factorized layer is exactly its reconstructed dense layer (same outputs up to rounding);
-/// the flow is reconstruct-then-fine-tune: factorize, then train the factors as ordinary layers.
+/// the flow is reconstruct-then-fine-tune: factorize, then train the factors as ordinary layers
+/// (fine_tune_factorized_classifier / fine_tune_factorized_char_gpt).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -21,8 +22,12 @@
 #include "frugal/lowrank/rank.hpp"
 #include "frugal/lowrank/tensor_decomp.hpp"
 #include "frugal/nn/conv.hpp"
+#include "frugal/nn/data.hpp"
+#include "frugal/nn/gpt.hpp"
 #include "frugal/nn/linear.hpp"
 #include "frugal/nn/module.hpp"
+#include "frugal/nn/optim.hpp"
+#include "frugal/nn/train.hpp"
 
 namespace frugal::nn {
 
@@ -45,8 +50,8 @@ std::shared_ptr<Sequential> factorize_linear(Linear& layer, int64_t rank,
 
 /// The three convolutions of the Tucker-2 decomposition of the layer's kernel with ranks
 /// (rank_out, rank_in) (lowrank::tucker2). Needs groups == 1.
-std::shared_ptr<Sequential> factorize_conv_tucker2(Conv2d& layer, int64_t rank_out,
-                                                   int64_t rank_in, const ExecContext& ctx = {});
+std::shared_ptr<Sequential> factorize_conv_tucker2(Conv2d& layer, int64_t rank_out, int64_t rank_in,
+                                                   const ExecContext& ctx = {});
 
 /// The four convolutions of the rank-`rank` CP decomposition of the layer's kernel
 /// (lowrank::cp_als with `opt`). Needs groups == 1.
@@ -63,9 +68,10 @@ enum class ConvFactorization {
 
 /// Options of factorize_model beyond the rank policy.
 struct FactorizeOptions {
-  bool linear = true;                                   ///< factorize Linear layers
-  ConvFactorization conv = ConvFactorization::kTucker2;  ///< and Conv2d layers (groups == 1, k > 1x1)
-  lowrank::CpOptions cp{};                              ///< CP-ALS options for kCp
+  bool linear = true;  ///< factorize Linear layers
+  ConvFactorization conv =
+      ConvFactorization::kTucker2;  ///< and Conv2d layers (groups == 1, k > 1x1)
+  lowrank::CpOptions cp{};          ///< CP-ALS options for kCp
   /// Layers whose path (e.g. "0", "3.body.1") is listed here are left alone (e.g. the last
   /// classifier layer).
   std::vector<std::string> skip{};
@@ -89,15 +95,62 @@ struct LowRankLayerReport {
   int64_t flops_after = 0;
 };
 
-/// Replaces, in place, every eligible Linear / Conv2d that is a direct child of `model` or of any
-/// Sequential nested in it (through any module, e.g. a Residual's body) by its factorization at
-/// the rank `policy` selects, when that saves parameters (r (m + n) < m n for Linear; fewer
-/// parameters for Conv2d). Returns one report per eligible layer, in model order. Layers held
-/// outside a Sequential (e.g. GPT's MLP members) cannot be replaced and are not visited.
-std::vector<LowRankLayerReport> factorize_model(Sequential& model,
-                                                const lowrank::RankPolicy& policy,
+/// Replaces, in place, every eligible Linear / Conv2d that is a direct child of a Sequential or
+/// of a GPT MLP (nn::MLP, whose c_fc / c_proj are used through the registry) anywhere in `model`
+/// (through any module: a Residual's body, a GPT's blocks) by its factorization at the rank
+/// `policy` selects, when that saves parameters (r (m + n) < m n for Linear; fewer parameters
+/// for Conv2d). Returns one report per eligible layer, in model order. Layers held as members
+/// of other modules (e.g. the attention's c_attn) cannot be replaced and are not visited.
+std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::RankPolicy& policy,
                                                 const FactorizeOptions& opt = {},
                                                 const ExecContext& ctx = {});
+
+/// Totals over the factorized layers of a factorize_model report.
+struct LowRankSummary {
+  int64_t layers = 0;         ///< layers replaced
+  int64_t params_before = 0;  ///< parameters of the replaced layers before (weight + bias)
+  int64_t params_after = 0;   ///< parameters of their factorizations
+  /// params_before / params_after (1 when nothing was replaced): 2 means half the parameters
+  /// in the factorized layers.
+  double param_ratio = 1;
+  int64_t flops_before = 0;  ///< FLOPs of the replaced layers (units of LowRankLayerReport)
+  int64_t flops_after = 0;   ///< FLOPs of their factorizations
+};
+/// The totals of the reports whose layer was replaced (factorized == true).
+LowRankSummary summarize(const std::vector<LowRankLayerReport>& reports);
+
+/// What a reconstruct-then-fine-tune run measured.
+struct LowRankFineTuneResult {
+  std::vector<LowRankLayerReport> layers;  ///< factorize_model's report
+  LowRankSummary summary;                  ///< its totals
+  double factorize_seconds = 0;            ///< wall time of factorize_model
+  /// Test accuracy (0..1) right after factorizing, before fine-tuning, measured as
+  /// train_classifier measures its result (classifier; NaN for the GPT).
+  double accuracy_before_fine_tune = TrainResult::kNaN;
+  /// Validation loss (nats per character) right after factorizing, on the windows
+  /// train_char_gpt evaluates (GPT; NaN for the classifier).
+  double val_loss_before_fine_tune = TrainResult::kNaN;
+  TrainResult fine_tune;  ///< the fine-tuning run (its test_accuracy / val_loss are the final ones)
+};
+
+/// Reconstruct-then-fine-tune for a classifier: factorize_model(model, policy, fopt) (the
+/// factors reconstruct the truncated weights), measure the test accuracy, then train every
+/// parameter of the rewritten model (factors included) with a fresh AdamW(`adamw`) by
+/// train_classifier(model, ., train, test, train_opt). Same inputs as train_classifier.
+LowRankFineTuneResult fine_tune_factorized_classifier(
+    Module& model, const lowrank::RankPolicy& policy, const FactorizeOptions& fopt,
+    const LabeledData& train, const LabeledData& test, const AdamWOptions& adamw,
+    const TrainOptions& train_opt);
+
+/// Reconstruct-then-fine-tune for a character GPT: factorize_model on the GPT (its MLPs' c_fc
+/// and c_proj; the attention and embeddings stay dense), the validation loss estimate as
+/// train_char_gpt measures it (train_opt's eval_batches, batch, seq_len and seed), then
+/// train_char_gpt(model, AdamW(adamw), corpus, train_opt).
+LowRankFineTuneResult fine_tune_factorized_char_gpt(GPT& model, const lowrank::RankPolicy& policy,
+                                                    const FactorizeOptions& fopt,
+                                                    const CharCorpus& corpus,
+                                                    const AdamWOptions& adamw,
+                                                    const TrainOptions& train_opt);
 
 /// LoRA adapter on a frozen Linear: y = base(x) + (alpha / r) (x A^T) B^T, A (r, in), B (out, r).
 /// A is initialised Kaiming-uniform (U(-1/sqrt(in), 1/sqrt(in)), Philox with `seed`) and B to

@@ -10,6 +10,9 @@
 /// device, so build the optimizer after moving the model (Module::to); step() refuses a parameter
 /// that has since moved. The optimizer keeps Parameter pointers: the module must outlive it.
 ///
+/// Every step() bumps amp::master_weights_version(), so low-precision weight copies made for
+/// autocast (frugal/amp/autocast.hpp) are refreshed from the updated fp32 master.
+///
 /// Per-element arithmetic runs in the parameter's dtype (float for f32, double for f64), with the
 /// step's scalars (bias corrections, 1 - lr * weight_decay) computed once in double on the host.
 #include <cstdint>
@@ -126,6 +129,14 @@ struct AdamWOptions {
   double beta2 = 0.999;        ///< decay of the second moment, in [0, 1)
   double eps = 1e-8;           ///< added to the denominator, >= 0
   double weight_decay = 0.01;  ///< decoupled weight decay, >= 0
+  /// Storage of exp_avg / exp_avg_sq: kF32, or kBF16 (f32 parameters on the CPU): each step
+  /// reads the moments to fp32 registers, updates them and the parameter in fp32 and stores the
+  /// moments rounded to bf16 (half the optimizer memory). Checkpoints keep the bf16 slots.
+  DType moments_dtype = DType::kF32;
+  /// bf16 moments: stochastic rounding (Philox, key seed, a fresh counter range per step)
+  /// instead of round-to-nearest-even, so small updates are not lost on average.
+  bool stochastic_rounding = false;
+  uint64_t seed = 0;  ///< Philox seed of the stochastic rounding
 };
 
 /// Adam with decoupled weight decay (Loshchilov & Hutter, ICLR 2019) exactly as torch.optim.AdamW
@@ -135,7 +146,8 @@ struct AdamWOptions {
 ///   v <- beta2 * v + (1 - beta2) * g * g
 ///   p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 /// Throws InvalidArgument ("[AdamW] ...") for lr, eps or weight decay negative or non-finite, or
-/// a beta outside [0, 1).
+/// a beta outside [0, 1), or moments_dtype other than f32 / bf16 (bf16 needs f32 parameters);
+/// step() throws Unsupported for bf16 moments of a CUDA parameter (CPU only for now).
 class AdamW : public Optimizer {
  public:
   AdamW(const std::vector<NamedParameter>& params, const AdamWOptions& options);
@@ -151,6 +163,7 @@ class AdamW : public Optimizer {
 
  private:
   AdamWOptions options_;
+  uint64_t rounding_offset_ = 0;  // Philox counter of the next bf16 stochastic rounding
 };
 
 /// Clips gradients by their global L2 norm as torch.nn.utils.clip_grad_norm_(norm_type=2,

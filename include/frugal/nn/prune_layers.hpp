@@ -1,9 +1,10 @@
 #pragma once
 /// Pruning for nn models: a mask registry keyed by parameter name (masked training: gradients
-/// masked before the optimizer step, weights after it; masks saved as safetensors beside the
-/// checkpoint), schedules (one-shot, iterative, gradual polynomial of Zhu & Gupta 2017, lottery
-/// ticket rewinding), the PruneFinetune driver, structured pruning of neurons and filters with
-/// PHYSICAL removal (smaller layers), SparseLinear for CSR inference, and a size / FLOP report.
+/// masked before the optimizer step, weights after it; masks saved in the checkpoint file or
+/// beside it), schedules (one-shot, iterative, gradual polynomial of Zhu & Gupta 2017, lottery
+/// ticket rewinding), the PruneFinetune driver (its own step or the training loops' StepHooks),
+/// structured pruning of neurons and filters with PHYSICAL removal (smaller layers),
+/// SparseLinear / SparseConv2d for CSR inference, and a size / FLOP report.
 /// The tensor-level machinery is frugal/prune.hpp.
 #include <cstdint>
 #include <map>
@@ -13,10 +14,12 @@
 #include <vector>
 
 #include "frugal/nn/batch_norm.hpp"
+#include "frugal/nn/checkpoint.hpp"
 #include "frugal/nn/conv.hpp"
 #include "frugal/nn/linear.hpp"
 #include "frugal/nn/module.hpp"
 #include "frugal/nn/optim.hpp"
+#include "frugal/nn/train.hpp"
 #include "frugal/prune/score.hpp"
 #include "frugal/prune/sparse.hpp"
 
@@ -60,7 +63,10 @@ class Pruner {
   /// Masks as safetensors tensors named "prune.mask.<param>" (host copies).
   std::map<std::string, Tensor> state() const;
   /// Restores masks from state(); every tracked name must be present with the right shape.
+  /// Other entries of `state` (e.g. the "model." tensors of a checkpoint file) are ignored.
   void load_state(const std::map<std::string, Tensor>& state);
+  /// Throws InvalidArgument ("[Pruner::load_state] ...") unless load_state(state) would succeed.
+  void check_state(const std::map<std::string, Tensor>& state) const;
   /// Writes state() to a safetensors file (e.g. "<checkpoint>.masks.safetensors", next to the
   /// nn checkpoint, which holds the already-masked weights).
   void save(const std::string& path) const;
@@ -116,6 +122,11 @@ class PruneFinetune {
                 bool rewind_after_prune = false);
   /// One training step after the caller's forward / backward. Returns true when it pruned.
   bool step(const ExecContext& ctx = {});
+  /// The same step as hooks of the library training loops (train_classifier, train_char_gpt),
+  /// which do the optimizer step themselves: before_step masks the gradients (and returns true),
+  /// after_step counts the step, prunes when the schedule says so and re-applies the masks.
+  /// The hooks refer to this driver, which must outlive the training call.
+  StepHooks hooks(const ExecContext& ctx = {});
   /// Steps taken so far (the schedule's t).
   int64_t step_count() const { return t_; }
   /// Restores the snapshot of step `rewind_step` (throws InvalidArgument before it exists).
@@ -124,6 +135,7 @@ class PruneFinetune {
 
  private:
   void take_snapshot(const ExecContext& ctx);
+  bool after_update(const ExecContext& ctx);
   Module* model_;
   Optimizer* optim_;
   Pruner* pruner_;
@@ -186,6 +198,62 @@ class SparseLinear : public Module {
   prune::CsrMatrix w_;
   Tensor bias_;
 };
+
+/// Inference-only Conv2d (groups = 1) with the filter matrix W (out, in * kh * kw) stored as CSR,
+/// built from a pruned Conv2d (entries where `mask` (u8, the weight's shape) is nonzero, or the
+/// nonzero weights without a mask). forward is a direct sparse convolution (Park et al. 2017):
+/// the input is zero-padded into planes (in, N, H + 2 pad_h, W + 2 pad_w), where every tap
+/// (c, a, e) of every output position is the same flat shift, so each nonzero weight adds one
+/// shifted run of its channel's plane to its output channel (an axpy over N Hp Wp values; no
+/// im2col matrix), and the result is cropped (every stride-th row / column) to (N, out, oh, ow)
+/// plus the bias. Work nnz * N Hp Wp, so it pays off at high sparsity with stride 1.
+/// CPU only (InvalidArgument for another device); f32 / f64. backward throws Unsupported.
+class SparseConv2d : public Module {
+ public:
+  /// Throws InvalidArgument ("[SparseConv2d] ...") for groups != 1, a convolution not on the
+  /// CPU or a mask of another shape.
+  explicit SparseConv2d(Conv2d& dense, const Tensor& mask = {});
+  /// x (N, in, H, W) -> (N, out, oh, ow), the dense Conv2d's geometry.
+  Tensor forward(const Tensor& input) override;
+  /// Throws Unsupported: inference only.
+  Tensor backward(const Tensor& grad_output) override;
+  std::string type_name() const override { return "SparseConv2d"; }
+  /// The filter matrix (out, in * kh * kw) in CSR.
+  const prune::CsrMatrix& weight() const { return w_; }
+  int64_t in_channels() const { return in_channels_; }
+  int64_t out_channels() const { return w_.rows; }
+  Size2 kernel_size() const { return kernel_; }
+  const Conv2dParams& params() const { return params_; }
+
+ private:
+  prune::CsrMatrix w_;
+  Tensor bias_;
+  int64_t in_channels_ = 0;
+  Size2 kernel_;
+  Conv2dParams params_;
+  Tensor padded_;     // (in, N Hp Wp + tail) reused while the input extents stay the same
+  Shape padded_for_;  // the input shape padded_ was laid out for
+};
+
+/// An inference copy of `model` in which every direct child Linear becomes a SparseLinear and
+/// every Conv2d (groups = 1) a SparseConv2d, keeping the entries of `pruner`'s mask for
+/// "<child>.weight" when the pruner tracks it (the nonzero weights otherwise); other layers are
+/// shared with `model`. The copy, shared layers included, is put in evaluation mode; CPU only
+/// (as SparseConv2d).
+std::shared_ptr<Sequential> sparse_inference_model(Sequential& model,
+                                                   const Pruner* pruner = nullptr);
+
+/// save_checkpoint(path, model, optim, state) with the pruner's masks in the same file, as
+/// tensors "prune.mask.<param>" (u8) beside "model.<param>" (load_checkpoint ignores them), so
+/// the masks live with the parameters they belong to. Written atomically.
+void save_pruned_checkpoint(const std::string& path, Module& model, const Optimizer* optim,
+                            const TrainState& state, const Pruner& pruner);
+/// Reads a file written by save_pruned_checkpoint: load_checkpoint(path, model, optim) and the
+/// masks of every parameter `pruner` tracks, then re-applies them. Everything is validated before
+/// anything is assigned. Throws as load_checkpoint, and InvalidArgument
+/// ("[Pruner::load_state] ...") when a mask is missing or has the wrong shape.
+TrainState load_pruned_checkpoint(const std::string& path, Module& model, Optimizer* optim,
+                                  Pruner& pruner, const ExecContext& ctx = {});
 
 /// One row of a prune report.
 struct LayerPruneStats {

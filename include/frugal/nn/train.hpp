@@ -202,6 +202,10 @@ TrainResult train_classifier(Module& model, Optimizer& optimizer, const LabeledD
 TrainResult train_char_gpt(GPT& model, Optimizer& optimizer, const CharCorpus& corpus,
                            const TrainOptions& options);
 
+/// The Philox key of train_char_gpt's loss estimates (windows drawn apart from the training
+/// draws): a caller comparing against a TrainResult's val_loss estimates with this key.
+uint64_t char_eval_seed(const TrainOptions& options);
+
 /// Mean cross-entropy (nats per token) of `model` on `batches` windows of `seq_len` tokens drawn
 /// from `split` with key `seed` (draws 0..batches-1), in evaluation mode.
 double estimate_char_loss(GPT& model, const CharCorpus& corpus, CorpusSplit split, int64_t batches,

@@ -6,6 +6,14 @@
 /// peer raises Timeout instead of hanging. MPI makes progress only inside MPI calls: an async
 /// operation advances while wait() or is_completed() polls it.
 ///
+/// All-reduces of at least 1 MiB instead run the blocking MPI_Allreduce (Open MPI's tuned
+/// algorithms, faster than its nonblocking libnbc ones for large messages) on a progress thread
+/// of the communicator, over a second duplicate of the communicator, in call order; the caller
+/// waits on a condition variable to the deadline (sleeping, so the MPI call has the core). This
+/// needs MPI_THREAD_MULTIPLE (requested by world()); with less, the nonblocking path is used.
+/// Such an async all-reduce progresses by itself (overlaps compute), and a timed-out one stays
+/// with the progress thread (wait() can be called again; MPI cannot cancel a collective).
+///
 /// f16 / bf16 allreduce uses a user-defined MPI_Op that adds in float. kAvg is a sum followed by a
 /// division on each rank (identical on every rank: the sum is).
 /// Built only when MPI is found (FRUGAL_HAS_MPI); otherwise every entry throws NotCompiled.
@@ -19,7 +27,7 @@ namespace frugal::parallel {
 /// never matches the caller's own MPI messages).
 class MpiComm final : public Communicator {
  public:
-  /// The world communicator. Initialises MPI (MPI_THREAD_FUNNELED) if the caller has not, and then
+  /// The world communicator. Initialises MPI (MPI_THREAD_MULTIPLE) if the caller has not, and then
   /// finalises it at exit; a caller that initialised MPI finalises it itself.
   static std::unique_ptr<MpiComm> world(const CommOptions& options = {});
   ~MpiComm() override;
@@ -31,8 +39,7 @@ class MpiComm final : public Communicator {
 
  protected:
   std::shared_ptr<Work> do_allreduce(TensorView x, ReduceOp op) override;
-  std::shared_ptr<Work> do_reduce_scatter(ConstTensorView in, TensorView out,
-                                          ReduceOp op) override;
+  std::shared_ptr<Work> do_reduce_scatter(ConstTensorView in, TensorView out, ReduceOp op) override;
   std::shared_ptr<Work> do_allgather(ConstTensorView in, TensorView out) override;
   std::shared_ptr<Work> do_broadcast(TensorView x, int root) override;
   std::shared_ptr<Work> do_send(ConstTensorView x, int peer, int tag) override;
@@ -45,7 +52,9 @@ class MpiComm final : public Communicator {
   void check_header(const char* op, int64_t count, DType dtype, int extra);
   /// allreduce of a large message as reduce-scatter + all-gather.
   std::shared_ptr<Work> allreduce_split(TensorView x, ReduceOp op);
-  /// Messages of at least this many bytes take allreduce_split.
+  /// allreduce of a large message as a blocking MPI_Allreduce on the progress thread.
+  std::shared_ptr<Work> allreduce_threaded(TensorView x, ReduceOp op);
+  /// Messages of at least this many bytes take allreduce_threaded (or allreduce_split).
   static constexpr int64_t kSplitBytes = 1 << 20;
 
   std::unique_ptr<Impl> impl_;

@@ -39,10 +39,12 @@ class NcclComm final : public Communicator {
   /// The stream the operations are enqueued on (ctx.stream).
   void set_context(const ExecContext& ctx) { ctx_ = ctx; }
 
+  /// The NCCL handle shared with the Work handles (a timed-out wait aborts it); internal.
+  struct State;
+
  protected:
   std::shared_ptr<Work> do_allreduce(TensorView x, ReduceOp op) override;
-  std::shared_ptr<Work> do_reduce_scatter(ConstTensorView in, TensorView out,
-                                          ReduceOp op) override;
+  std::shared_ptr<Work> do_reduce_scatter(ConstTensorView in, TensorView out, ReduceOp op) override;
   std::shared_ptr<Work> do_allgather(ConstTensorView in, TensorView out) override;
   std::shared_ptr<Work> do_broadcast(TensorView x, int root) override;
   std::shared_ptr<Work> do_send(ConstTensorView x, int peer, int tag) override;
@@ -53,11 +55,10 @@ class NcclComm final : public Communicator {
   std::shared_ptr<Work> enqueue(const char* op, int kind, const void* send, void* recv,
                                 int64_t count, DType dtype, int reduce, int peer);
 
-  void* comm_ = nullptr;  // ncclComm_t
+  std::shared_ptr<State> state_;
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;
-  bool aborted_ = false;
   ExecContext ctx_;
 };
 

@@ -8,7 +8,7 @@
 ///   CPU: oneTBB over blocks of rows; the inner loop is a vectorised axpy over a tile of N columns
 ///        kept in registers (tiles of 64 columns so a tile of X stays in L2).
 ///   CUDA: CSR through cuSPARSE's generic SpMM (cusparseSpMM, CUSPARSE_SPMM_ALG_DEFAULT);
-///         2:4 through frugal's own kernel (cuSPARSELt is not used).
+///         BSR and 2:4 through frugal's own kernels (cuSPARSELt is not used).
 /// f32 (and f64 on the CPU and through cuSPARSE). A product is summed per output element in
 /// column-index order, so the CPU results do not depend on the thread count.
 #include <cstdint>
@@ -37,7 +37,12 @@ struct BsrMatrix {
   Tensor row_ptr;  ///< (rows / block_rows + 1) i32
   Tensor col_idx;  ///< (nblocks) i32 block-column indices, increasing within a block row
   Tensor values;   ///< (nblocks, block_rows, block_cols) row-major blocks
+  /// Stored (kept) blocks.
   int64_t num_blocks() const { return col_idx.defined() ? col_idx.numel() : 0; }
+  /// Where the arrays live.
+  Device device() const { return values.device(); }
+  /// The same matrix on `device`.
+  BsrMatrix to(Device device, const ExecContext& ctx = {}) const;
   int64_t nbytes() const;
 };
 
@@ -61,10 +66,11 @@ Tensor csr_to_dense(const CsrMatrix& a, const ExecContext& ctx = {});
 
 /// BSR with block_rows x block_cols blocks (each dividing the matrix extents): a block is kept
 /// when any of its entries is kept (mask nonzero, or value nonzero without a mask); its pruned
-/// entries are stored as zeros. Host only.
+/// entries are stored as zeros. Built on the host (a CUDA input is copied); the result is on the
+/// host (BsrMatrix::to moves it).
 BsrMatrix to_bsr(ConstTensorView dense, int64_t block_rows = 4, int64_t block_cols = 4,
                  ConstTensorView mask = {});
-/// Dense (rows, cols) of a BSR matrix.
+/// Dense (rows, cols) of a BSR matrix, on the host.
 Tensor bsr_to_dense(const BsrMatrix& a);
 
 /// Compresses dense (rows, cols) f32 whose mask (u8, or the nonzeros without a mask) keeps at
@@ -78,7 +84,9 @@ Tensor decompress_24(const Sparse24Matrix& a, const ExecContext& ctx = {});
 
 /// Y (M, N) = A (M, K) CSR * X (K, N) dense (contiguous row-major, A's dtype and device).
 Tensor spmm(const CsrMatrix& a, ConstTensorView x, const ExecContext& ctx = {});
-/// Y (M, N) = A (M, K) BSR * X (K, N) dense (CPU).
+/// Y (M, N) = A (M, K) BSR * X (K, N) dense, on A's device: CPU (the panel kernel) or CUDA (an
+/// own kernel, any block shape; cuSPARSE's bsrmm is deprecated since CUDA 12.8 and takes square
+/// blocks only).
 Tensor spmm(const BsrMatrix& a, ConstTensorView x, const ExecContext& ctx = {});
 /// Y (M, N) = A (M, K) 2:4 * X (K, N) dense f32 (CPU or CUDA).
 Tensor spmm(const Sparse24Matrix& a, ConstTensorView x, const ExecContext& ctx = {});

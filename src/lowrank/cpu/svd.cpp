@@ -38,7 +38,8 @@ constexpr int64_t kInfoLostOrthogonality = -1;
 template <class T>
 double orthogonality_defect(const ColMatrix<T>& x) {
   const ColMatrix<T> g = x.transpose() * x;
-  return static_cast<double>((g - ColMatrix<T>::Identity(g.rows(), g.cols())).cwiseAbs().maxCoeff());
+  return static_cast<double>(
+      (g - ColMatrix<T>::Identity(g.rows(), g.cols())).cwiseAbs().maxCoeff());
 }
 
 /// QR + Jacobi SVD of the small R factor (see the file comment).

@@ -35,4 +35,15 @@ void causal_attention_forward(ConstTensorView qkv, int64_t num_heads, TensorView
 void causal_attention_backward(ConstTensorView grad_out, ConstTensorView qkv, ConstTensorView probs,
                                int64_t num_heads, TensorView grad_qkv, const ExecContext& ctx);
 
+/// Autocast forward: qkv (B, T, 3C) in bf16 or f16 -> out (B, T, C) f32 and probs (B, H, T, T) in
+/// qkv's dtype. Products of the widened low-precision values accumulate in fp32, the softmax in
+/// double; P V uses the probabilities rounded to the low dtype (what is stored).
+void causal_attention_forward_low(ConstTensorView qkv, int64_t num_heads, TensorView out,
+                                  TensorView probs, const ExecContext& ctx);
+/// Autocast backward: grad_qkv (B, T, 3C) f32 from grad_out (B, T, C) f32 (rounded to the low
+/// dtype per element as it is read), qkv and probs in bf16 or f16.
+void causal_attention_backward_low(ConstTensorView grad_out, ConstTensorView qkv,
+                                   ConstTensorView probs, int64_t num_heads, TensorView grad_qkv,
+                                   const ExecContext& ctx);
+
 }  // namespace frugal::cpu

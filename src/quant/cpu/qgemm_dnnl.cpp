@@ -7,9 +7,11 @@
 // libgomp that libdnnl loads (frugal itself does not link OpenMP).
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -97,7 +99,13 @@ void qgemm_s32_dnnl(ConstTensorView a, int32_t a_zero_point, ConstTensorView b, 
     dnnl::memory bm({{k, n}, dt::s8, dnnl::memory::dims{1, k}}, s.engine, const_cast<int8_t*>(bp));
     dnnl::memory cm({{m, n}, dt::s32, dnnl::memory::dims{n, 1}}, s.engine, cp);
     dnnl::stream strm(s.engine);
-    OmpThreads threads(ctx.num_threads);
+    // One OpenMP thread per 16M multiply-adds, up to the context's count: below that the fork /
+    // join of an OpenMP region costs more than it saves (a 256 x 128 x 256 layer ran 8x slower
+    // on 2 threads than on 1 on the shared 2-core VM, bench_quant BM_LinearLayer).
+    const int64_t cap = ctx.num_threads > 0
+                            ? ctx.num_threads
+                            : std::max<int64_t>(1, std::thread::hardware_concurrency());
+    OmpThreads threads(static_cast<int>(std::clamp<int64_t>((m * n * k) >> 24, 1, cap)));
     prim.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
     strm.wait();
   } catch (const dnnl::error& e) {

@@ -1,0 +1,64 @@
+#pragma once
+/// ZeRO stage 1 (Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion
+/// Parameter Models"): the optimizer state is sharded across ranks. All trainable parameters are
+/// seen as one flat vector of n elements padded to a multiple of size(); rank r owns the
+/// contiguous shard [r n / K, (r + 1) n / K). One step:
+///   1. reduce_scatter (average) of the flat gradient: each rank receives its shard's gradient;
+///   2. the inner optimizer (SGD, AdamW, ...; elementwise updates) updates that shard only, with
+///      state of shard size: K times less optimizer memory per rank;
+///   3. allgather of the updated shards: every rank holds the full new parameters.
+/// Communication equals one all-reduce (reduce-scatter + all-gather), as synchronous DP.
+///
+///   nn::ZeroOptimizer opt(model, comm, [](auto& p) { return std::make_unique<nn::AdamW>(p, o); });
+///   for (...) { opt.zero_grad(); forward; backward; opt.step(); }   // no DataParallel needed
+#include <functional>
+#include <memory>
+
+#include "frugal/nn/module.hpp"
+#include "frugal/nn/optim.hpp"
+#include "frugal/parallel/communicator.hpp"
+
+namespace frugal::nn {
+
+/// Optimizer-state-sharded data parallel (ZeRO-1). An Optimizer, so the training loops take it.
+/// Keeps references: the model and communicator must outlive it.
+class ZeroOptimizer : public Optimizer {
+ public:
+  /// Builds the inner optimizer of this rank's shard from one parameter "shard" (value and grad
+  /// of shard length). The inner update must be elementwise (SGD, AdamW: not LAMB-like norms).
+  using Factory =
+      std::function<std::unique_ptr<Optimizer>(const std::vector<NamedParameter>& shard)>;
+
+  /// Broadcasts rank 0's parameters (replicas start equal). Trainable parameters must share one
+  /// dtype (f32 or f64), be contiguous and live on the communicator's device.
+  ZeroOptimizer(Module& model, parallel::Communicator& comm, const Factory& make_inner);
+
+  /// Reduce-scatter of the gradients, inner step on the shard (with this optimizer's lr), and
+  /// all-gather of the parameters. Collective: every rank calls it.
+  void step(const ExecContext& ctx = {}) override;
+  std::string type_name() const override;
+
+  /// Elements of this rank's shard (ceil(n / K)).
+  int64_t shard_elements() const { return shard_.value.numel(); }
+  /// Bytes of optimizer state this rank holds (the inner optimizer's slots).
+  int64_t state_bytes() const;
+  /// Bytes of optimizer state one unsharded optimizer would hold (state_bytes() * K / padding).
+  int64_t unsharded_state_bytes() const;
+  /// The inner optimizer of the shard.
+  const Optimizer& inner() const { return *inner_; }
+
+ protected:
+  std::map<std::string, double> hyperparameters() const override;
+  void set_hyperparameters(const std::map<std::string, double>&) override {}
+  void check_hyperparameters(const std::map<std::string, double>&,
+                             const std::string&) const override {}
+
+ private:
+  parallel::Communicator& comm_;
+  Parameter shard_;
+  Tensor flat_;  // (K * shard) gradients, then parameters
+  int64_t numel_ = 0;
+  std::unique_ptr<Optimizer> inner_;
+};
+
+}  // namespace frugal::nn
