@@ -5,19 +5,26 @@
 //   build/bench/bench_parallel --benchmark_filter=DataParallel
 //
 // Per step (counters in milliseconds):
-//   comm:    the bucket all-reduces of a step alone, without compute (finish_gradient_sync with
-//            overlap off, grads already there);
-//   exposed: the time a DataParallel training step spends in finish_gradient_sync (waiting for
-//            the buckets still in flight after backward, and unpacking);
-//   hidden = 1 - exposed / comm (skew between the workers counts as exposed);
+//   comm_ms:    the bucket all-reduces of a step alone, without compute (finish_gradient_sync
+//               with overlap off, grads already there): the communication time to hide;
+//   exposed_ms: the time the worker that finished backward LAST spends in finish_gradient_sync
+//               (per step the minimum over the two workers, then the mean over the steps): the
+//               communication still running when all of backward is done, plus unpacking. The
+//               other worker waits longer only because it finished backward earlier (skew
+//               between the workers on the loaded machine), which is not communication;
+//   hidden = 1 - exposed_ms / comm_ms: the fraction of the communication TIME hidden behind
+//               backward (clamped to [0, 1]);
+//   wait_ms:    rank 0's mean time in finish_gradient_sync, skew included (for reference);
 //   hidden_bytes: fraction of the gradient bytes whose all-reduce had completed when the last
-//            worker to finish backward called finish_gradient_sync (done behind backward).
-//   step:    the whole training step with DataParallel, for scale.
+//               worker to finish backward called finish_gradient_sync (done behind backward);
+//   step_ms:    the whole training step with DataParallel, for scale.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <vector>
 
 #include "bench_parallel.hpp"
 #include "frugal/nn.hpp"
@@ -47,11 +54,12 @@ nn::TrainOptions gpt_options(int rank) {
   return o;
 }
 
-// Seconds per step of 2 workers training the GPT with DataParallel; *exposed: seconds per step
-// in finish_gradient_sync.
+// Seconds per step of 2 workers training the GPT with DataParallel; *wait: rank 0's seconds per
+// step in finish_gradient_sync; *exposed: per step the smaller of the two workers' times there
+// (the last to finish backward), averaged over the steps; *hidden: hidden_bytes fraction.
 double run_gpt(int64_t bucket_bytes, bool overlap, int64_t* bytes = nullptr,
                const std::string& compressor = "none", int64_t steps = kSteps,
-               double* exposed = nullptr, double* hidden = nullptr) {
+               double* wait = nullptr, double* hidden = nullptr, double* exposed = nullptr) {
   double seconds = 0;
   fp::run_workers(2, [&](fp::Communicator& comm) {
     nn::GPT model(nn::char_gpt_config(corpus().vocab_size(), nn::CharGptSize::kSmall, 0));
@@ -63,8 +71,18 @@ double run_gpt(int64_t bucket_bytes, bool overlap, int64_t* bytes = nullptr,
     d.overlap = overlap;
     d.compressor = fp::make_compressor(compressor);
     nn::DataParallel dp(model, comm, d);
-    o.hooks.before_step = [&](int64_t) { return dp.finish_gradient_sync(); };
+    std::vector<double> waits;  // seconds in finish_gradient_sync, per step
+    o.hooks.before_step = [&](int64_t) {
+      const auto t0 = Clock::now();
+      const bool ready = dp.finish_gradient_sync();
+      waits.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      return ready;
+    };
     const nn::TrainResult r = nn::train_char_gpt(model, opt, corpus(), o);
+    // Per step, the worker that reached finish_gradient_sync last waited least: its wait is the
+    // communication not hidden behind backward (same number of steps on both workers).
+    frugal::Tensor w = frugal::Tensor::from_vector(waits, {static_cast<int64_t>(waits.size())});
+    comm.allreduce(w.view(), fp::ReduceOp::kMin);
     // The fraction of the bytes whose all-reduce was complete when backward ended, on the rank
     // that reached the end of backward last (it does not wait for a slower peer).
     const double steps_done = static_cast<double>(dp.stats().steps);
@@ -76,8 +94,13 @@ double run_gpt(int64_t bucket_bytes, bool overlap, int64_t* bytes = nullptr,
     if (comm.rank() == 0) {
       seconds = r.train_seconds / static_cast<double>(r.steps);
       if (bytes) *bytes = dp.stats().sent_bytes_per_step;
-      if (exposed) *exposed = dp.stats().sync_seconds / static_cast<double>(r.steps);
+      if (wait) *wait = dp.stats().sync_seconds / static_cast<double>(r.steps);
       if (hidden) *hidden = f.to_vector<double>()[0];
+      if (exposed) {
+        double sum = 0;
+        for (double x : w.to_vector<double>()) sum += x;
+        *exposed = waits.empty() ? 0 : sum / static_cast<double>(waits.size());
+      }
     }
   });
   return seconds;
@@ -114,17 +137,18 @@ void BM_DataParallelGptOverlap(benchmark::State& state) {
   if (skip_on_other_ranks(state)) return;
   const int64_t bucket = state.range(0);
   const bool overlap = state.range(1) != 0;
-  double comm = 0, step = 0, exposed = 0, hidden_bytes = 0;
+  double comm = 0, step = 0, wait = 0, hidden_bytes = 0, exposed = 0;
   int64_t bytes = 0;
   for (auto _ : state) {
     comm = run_comm(bucket);
-    step = run_gpt(bucket, overlap, &bytes, "none", kSteps, &exposed, &hidden_bytes);
+    step = run_gpt(bucket, overlap, &bytes, "none", kSteps, &wait, &hidden_bytes, &exposed);
   }
   state.counters["hidden_bytes"] = hidden_bytes;
   state.counters["comm_ms"] = 1e3 * comm;
   state.counters["step_ms"] = 1e3 * step;
+  state.counters["wait_ms"] = 1e3 * wait;
   state.counters["exposed_ms"] = 1e3 * exposed;
-  state.counters["hidden"] = comm > 0 ? 1 - exposed / comm : 0;
+  state.counters["hidden"] = comm > 0 ? std::clamp(1 - exposed / comm, 0.0, 1.0) : 0;
   state.counters["bytes"] = static_cast<double>(bytes);
 }
 // Buckets of 25 MB (one bucket: nothing to overlap), 64 KiB (about 15 buckets) and 16 KiB, with

@@ -29,50 +29,11 @@ namespace amp = frugal::amp;
 using frugal::DType;
 using frugal::Tensor;
 
-struct Spread {
-  double mean = 0, std = 0, min = 0, max = 0;
-};
-
-Spread spread_of(const std::vector<double>& v) {
-  Spread s;
-  s.min = *std::min_element(v.begin(), v.end());
-  s.max = *std::max_element(v.begin(), v.end());
-  for (double x : v) s.mean += x;
-  s.mean /= static_cast<double>(v.size());
-  for (double x : v) s.std += (x - s.mean) * (x - s.mean);
-  s.std = std::sqrt(s.std / static_cast<double>(v.size()));
-  return s;
-}
-
-std::vector<uint64_t> seeds_of(const Env& env) {
-  std::vector<uint64_t> s;
-  for (int i = 0; i < std::max(env.opt.seeds, 1); ++i) s.push_back(env.opt.seed + i);
-  return s;
-}
-
 /// The autocast policy of a run: bf16 / f16 defaults, or one that keeps everything fp32.
 amp::AutocastPolicy policy_for(DType low) {
   amp::AutocastPolicy p = amp::default_policy(low == DType::kF32 ? DType::kBF16 : low);
   if (low == DType::kF32) p.low_precision.clear(), p.low_saved_activations = false;
   return p;
-}
-
-/// Mean of the training costs (time, throughput; memory is the largest).
-nn::TrainResult mean_cost(const std::vector<nn::TrainResult>& runs) {
-  nn::TrainResult m = runs.front();
-  const double k = static_cast<double>(runs.size());
-  m.train_seconds = m.seconds_per_epoch = m.seconds_per_100_steps = m.samples_per_second = 0;
-  m.tokens_per_second = 0;
-  for (const nn::TrainResult& r : runs) {
-    m.train_seconds += r.train_seconds / k;
-    if (r.epochs > 0) m.seconds_per_epoch += r.seconds_per_epoch / k;
-    m.seconds_per_100_steps += r.seconds_per_100_steps / k;
-    m.samples_per_second += r.samples_per_second / k;
-    m.tokens_per_second += r.tokens_per_second / k;
-    m.peak_host_bytes = std::max(m.peak_host_bytes, r.peak_host_bytes);
-  }
-  if (m.epochs == 0) m.seconds_per_epoch = nn::TrainResult::kNaN;
-  return m;
 }
 
 /// One classifier run of `make` with the recipe, in precision `low` (kF32: plain fp32).

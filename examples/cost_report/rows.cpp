@@ -1,5 +1,7 @@
 #include "rows.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -55,6 +57,41 @@ frugal::nn::TrainTestData digits_image_split() {
   data.train.inputs = data.train.inputs.reshape({-1, 1, 8, 8});
   data.test.inputs = data.test.inputs.reshape({-1, 1, 8, 8});
   return data;
+}
+
+std::vector<uint64_t> seeds_of(const Env& env) {
+  std::vector<uint64_t> s;
+  for (int i = 0; i < std::max(env.opt.seeds, 1); ++i) s.push_back(env.opt.seed + i);
+  return s;
+}
+
+Spread spread_of(const std::vector<double>& v) {
+  Spread s;
+  if (v.empty()) return s;
+  s.min = *std::min_element(v.begin(), v.end());
+  s.max = *std::max_element(v.begin(), v.end());
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.std += (x - s.mean) * (x - s.mean);
+  s.std = std::sqrt(s.std / static_cast<double>(v.size()));
+  return s;
+}
+
+frugal::nn::TrainResult mean_cost(const std::vector<frugal::nn::TrainResult>& runs) {
+  frugal::nn::TrainResult m = runs.front();
+  const double k = static_cast<double>(runs.size());
+  m.train_seconds = m.seconds_per_epoch = m.seconds_per_100_steps = m.samples_per_second = 0;
+  m.tokens_per_second = 0;
+  for (const frugal::nn::TrainResult& r : runs) {
+    m.train_seconds += r.train_seconds / k;
+    if (r.epochs > 0) m.seconds_per_epoch += r.seconds_per_epoch / k;
+    m.seconds_per_100_steps += r.seconds_per_100_steps / k;
+    m.samples_per_second += r.samples_per_second / k;
+    m.tokens_per_second += r.tokens_per_second / k;
+    m.peak_host_bytes = std::max(m.peak_host_bytes, r.peak_host_bytes);
+  }
+  if (m.epochs == 0) m.seconds_per_epoch = frugal::nn::TrainResult::kNaN;
+  return m;
 }
 
 }  // namespace cost_report

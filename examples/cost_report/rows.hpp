@@ -75,6 +75,17 @@ frugal::nn::TrainTestData digits_split();
 /// digits_split() with the inputs as 1x8x8 images (the CNN's input).
 frugal::nn::TrainTestData digits_image_split();
 
+/// The seeds of rows that average over seeds: opt.seed .. opt.seed + opt.seeds - 1.
+std::vector<uint64_t> seeds_of(const Env& env);
+/// Mean, population standard deviation, min and max of per-seed values (at least one).
+struct Spread {
+  double mean = 0, std = 0, min = 0, max = 0;
+};
+Spread spread_of(const std::vector<double>& v);
+/// The training costs of several runs of one row: times and throughputs averaged, peak memory the
+/// largest; the rest (sizes, step counts) from the first run.
+frugal::nn::TrainResult mean_cost(const std::vector<frugal::nn::TrainResult>& runs);
+
 // ---- the rows of each part -------------------------------------------------------------------
 
 std::vector<Row> baseline_rows();

@@ -19,11 +19,11 @@
 
 #include <climits>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include "common/check.cuh"
 #include "common/cublas_handle.cuh"
+#include "common/cublaslt.cuh"
+#include "common/cuda_dtype.cuh"
 #include "common/launch.cuh"
 #include "cu_ops.hpp"
 #include "frugal/core/float_types.hpp"
@@ -35,49 +35,6 @@ constexpr const char* kOp = "amp::gemm";
 constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;  // cuBLASLt workspace (Hopper: 32 MiB)
 
 bool is_fp8(DType t) { return t == DType::kF8E4M3 || t == DType::kF8E5M2; }
-
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::kF16:
-      return CUDA_R_16F;
-    case DType::kBF16:
-      return CUDA_R_16BF;
-    case DType::kF8E4M3:
-      return CUDA_R_8F_E4M3;
-    case DType::kF8E5M2:
-      return CUDA_R_8F_E5M2;
-    default:
-      return CUDA_R_32F;
-  }
-}
-
-/// One cublasLtHandle_t per device, created on first use and kept for the process (see
-/// cublas_handle.cuh for why handles are not destroyed at exit).
-cublasLtHandle_t lt_handle(int device) {
-  static std::mutex mutex;
-  static auto* handles = new std::map<int, cublasLtHandle_t>();
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = handles->find(device);
-  if (it != handles->end()) return it->second;
-  cublasLtHandle_t h = nullptr;
-  FRUGAL_CUBLAS_CHECK(cublasLtCreate(&h));
-  handles->emplace(device, h);
-  return h;
-}
-
-/// RAII owners of the cuBLASLt descriptors; destructors never throw.
-struct MatmulDesc {
-  cublasLtMatmulDesc_t d = nullptr;
-  ~MatmulDesc() {
-    if (d != nullptr) cublasLtMatmulDescDestroy(d);
-  }
-};
-struct Layout {
-  cublasLtMatrixLayout_t l = nullptr;
-  ~Layout() {
-    if (l != nullptr) cublasLtMatrixLayoutDestroy(l);
-  }
-};
 
 // out[p][j][i] = in[p][i][j] for (batch, rows, cols) bytes, 32 x 32 tiles through shared memory.
 constexpr int kTile = 32;
@@ -145,8 +102,8 @@ void gemm_half(ConstTensorView a, ConstTensorView b, TensorView c, bool ta, bool
   const int lda = static_cast<int>(ta ? m : k), ldb = static_cast<int>(tb ? k : n);
   FRUGAL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       h.get(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
-      static_cast<int>(m), static_cast<int>(k), &alpha, b.data, cuda_type(b.dtype), ldb, k * n,
-      a.data, cuda_type(a.dtype), lda, m * k, &beta, c.data, cuda_type(c.dtype),
+      static_cast<int>(m), static_cast<int>(k), &alpha, b.data, cuda_data_type(b.dtype), ldb, k * n,
+      a.data, cuda_data_type(a.dtype), lda, m * k, &beta, c.data, cuda_data_type(c.dtype),
       static_cast<int>(n), m * n, static_cast<int>(nb), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -155,34 +112,24 @@ void gemm_fp8_tn(ConstTensorView a, ConstTensorView b, TensorView c, float alpha
                  const ExecContext& ctx) {
   const int64_t nb = c.shape[0], m = c.shape[1], n = c.shape[2], k = a.shape[2];
   for (int64_t v : {nb, m, n, k}) check_int(v);
-  cublasLtHandle_t h = lt_handle(c.device.index);
-  MatmulDesc op;
-  FRUGAL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
-  FRUGAL_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)));
-  FRUGAL_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof(nt)));
+  cublasLtHandle_t h = cublaslt_handle(c.device.index);
+  const LtMatmulDesc op(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUBLAS_OP_T, CUBLAS_OP_N);
   // Column-major: first operand = b buffer (K x N, ld K, transposed), second = a buffer (K x M,
   // ld K), result C^T (N x M, ld N) = row-major C (M, N).
-  Layout la, lb, lc;
-  FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la.l, cuda_type(b.dtype), k, n, k));
-  FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.l, cuda_type(a.dtype), k, m, k));
-  FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc.l, cuda_type(c.dtype), n, m, n));
+  LtLayout la(cuda_data_type(b.dtype), k, n, k);
+  LtLayout lb(cuda_data_type(a.dtype), k, m, k);
+  LtLayout lc(cuda_data_type(c.dtype), n, m, n);
   if (nb > 1) {
     const int32_t count = static_cast<int32_t>(nb);
-    const int64_t sa = n * k, sb = m * k, sc = m * n;
-    for (auto [l, stride] : {std::pair{la.l, sa}, std::pair{lb.l, sb}, std::pair{lc.l, sc}}) {
-      FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                           &count, sizeof(count)));
-      FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-          l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
-    }
+    la.set_batch(count, n * k);
+    lb.set_batch(count, m * k);
+    lc.set_batch(count, m * n);
   }
   Tensor workspace = Tensor::empty({kWorkspaceBytes}, DType::kU8, c.device, ctx);
-  FRUGAL_CUBLAS_CHECK(cublasLtMatmul(h, op.d, &alpha, b.data, la.l, a.data, lb.l, &beta, c.data,
-                                     lc.l, c.data, lc.l, nullptr, workspace.view().data,
-                                     static_cast<size_t>(kWorkspaceBytes), stream_of(ctx)));
+  FRUGAL_CUBLAS_CHECK(cublasLtMatmul(h, op.get(), &alpha, b.data, la.get(), a.data, lb.get(), &beta,
+                                     c.data, lc.get(), c.data, lc.get(), nullptr,
+                                     workspace.view().data, static_cast<size_t>(kWorkspaceBytes),
+                                     stream_of(ctx)));
 }
 
 }  // namespace

@@ -5,27 +5,11 @@
 
 #include "common/check.cuh"
 #include "common/cublas_handle.cuh"
+#include "common/cuda_dtype.cuh"
 #include "common/launch.cuh"
 #include "cu_ops.hpp"
 
 namespace frugal::cu {
-namespace {
-
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::kF16:
-      return CUDA_R_16F;
-    case DType::kBF16:
-      return CUDA_R_16BF;
-    case DType::kF64:
-      return CUDA_R_64F;
-    default:
-      return CUDA_R_32F;
-  }
-}
-
-}  // namespace
-
 void gemm(ConstTensorView a, bool trans_a, ConstTensorView b, bool trans_b, double alpha,
           double beta, TensorView c, const ExecContext& ctx) {
   const int64_t m = c.shape[0];
@@ -61,10 +45,10 @@ void gemm(ConstTensorView a, bool trans_a, ConstTensorView b, bool trans_b, doub
     default: {
       // f16 / bf16 inputs, f32 accumulation (tensor cores), output in c's dtype (f16/bf16/f32).
       const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
-      FRUGAL_CUBLAS_CHECK(cublasGemmEx(h.get(), op_b, op_a, in, im, ik, &al, b.data,
-                                       cuda_type(b.dtype), ldb, a.data, cuda_type(a.dtype), lda,
-                                       &be, c.data, cuda_type(c.dtype), ldc, CUBLAS_COMPUTE_32F,
-                                       CUBLAS_GEMM_DEFAULT));
+      FRUGAL_CUBLAS_CHECK(
+          cublasGemmEx(h.get(), op_b, op_a, in, im, ik, &al, b.data, cuda_data_type(b.dtype), ldb,
+                       a.data, cuda_data_type(a.dtype), lda, &be, c.data, cuda_data_type(c.dtype),
+                       ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       return;
     }
   }

@@ -14,6 +14,7 @@
 #include "common/cublas_handle.cuh"
 #include "common/launch.cuh"
 #include "cu_ops.hpp"
+#include "frugal/core/float_types.hpp"
 
 namespace frugal::cu {
 namespace {
@@ -147,6 +148,67 @@ __global__ void causal_softmax_backward_kernel(const T* __restrict__ p, T* __res
   for (int64_t j = lane; j < t; j += kWarp) dr[j] = j <= i ? pr[j] * (dr[j] - s) * scale : T(0);
 }
 
+// Autocast: f32 scores (already scaled) -> probabilities rounded to nearest even in L (bf16 /
+// f16, frugal's conversions: the CPU's bits for equal fp32 values), one warp per row, softmax in
+// fp32 (the host computes it in double: the two agree to ~1 ulp of fp32 before the rounding).
+template <class L>
+__global__ void causal_softmax_low_kernel(const float* __restrict__ sc, L* __restrict__ p,
+                                          int64_t rows, int64_t t) {
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const int64_t i = row % t;
+  const float* sr = sc + row * t;
+  L* pr = p + row * t;
+  float m = -INFINITY;
+  for (int64_t j = lane; j <= i; j += kWarp) m = fmaxf(m, sr[j]);
+  m = warp_max(m);
+  float s = 0;
+  for (int64_t j = lane; j <= i; j += kWarp) s += expf(sr[j] - m);
+  s = warp_sum(s);
+  const float inv = 1.f / s;
+  for (int64_t j = lane; j < t; j += kWarp) pr[j] = L(j <= i ? expf(sr[j] - m) * inv : 0.f);
+}
+
+// Autocast: dS = P * (dP - sum_j P dP) * scale from low P and f32 dP, rounded into L.
+template <class L>
+__global__ void causal_softmax_backward_low_kernel(const L* __restrict__ p,
+                                                   const float* __restrict__ dp, L* __restrict__ ds,
+                                                   int64_t rows, int64_t t, float scale) {
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const int64_t i = row % t;
+  const L* pr = p + row * t;
+  const float* dr = dp + row * t;
+  L* outr = ds + row * t;
+  float s = 0;
+  for (int64_t j = lane; j <= i; j += kWarp) s += static_cast<float>(pr[j]) * dr[j];
+  s = warp_sum(s);
+  for (int64_t j = lane; j < t; j += kWarp) {
+    outr[j] = L(j <= i ? static_cast<float>(pr[j]) * (dr[j] - s) * scale : 0.f);
+  }
+}
+
+// Autocast: (B, T, P*C) f32 -> (P, B*H, T, hd) in L (rounded to nearest even), one thread per
+// output element.
+template <class L>
+__global__ void split_heads_low_kernel(const float* __restrict__ src, L* __restrict__ dst,
+                                       int64_t parts, int64_t b, int64_t t, int64_t c, int64_t h) {
+  const int64_t hd = c / h, per = b * t * c, total = parts * per;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t part = e / per;
+    int64_t r = e % per;  // index into (B, H, T, hd)
+    const int64_t dd = r % hd;
+    r /= hd;
+    const int64_t tt = r % t;
+    r /= t;
+    const int64_t hh = r % h, bb = r / h;
+    dst[e] = L(src[(bb * t + tt) * parts * c + part * c + hh * hd + dd]);
+  }
+}
+
 struct Sizes {
   int64_t b, t, c, h, hd;
 };
@@ -265,6 +327,71 @@ void causal_attention_backward(ConstTensorView grad_out, ConstTensorView qkv, Co
     return backward_t<double>(grad_out, qkv, probs, num_heads, grad_qkv, ctx);
   }
   backward_t<float>(grad_out, qkv, probs, num_heads, grad_qkv, ctx);
+}
+
+void causal_softmax_low(ConstTensorView scores, TensorView probs, const ExecContext& ctx) {
+  const int64_t t = scores.shape[1], rows = scores.shape[0] * t;
+  if (rows == 0) return;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(scores.device.index));
+  const unsigned blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const cudaStream_t stream = stream_of(ctx);
+  if (probs.dtype == DType::kF16) {
+    causal_softmax_low_kernel<Half><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(
+        scores.data_as<float>(), probs.data_as<Half>(), rows, t);
+  } else {
+    causal_softmax_low_kernel<BFloat16><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(
+        scores.data_as<float>(), probs.data_as<BFloat16>(), rows, t);
+  }
+  FRUGAL_CUDA_CHECK_LAUNCH();
+}
+
+void attention_split_heads_low(ConstTensorView src, int64_t parts, int64_t num_heads,
+                               TensorView dst, const ExecContext& ctx) {
+  const int64_t b = src.shape[0], t = src.shape[1], c = src.shape[2] / parts;
+  const int64_t total = parts * b * t * c;
+  if (total == 0) return;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(src.device.index));
+  const LaunchShape ls = grid_stride_launch(total);
+  const cudaStream_t stream = stream_of(ctx);
+  if (dst.dtype == DType::kF16) {
+    split_heads_low_kernel<Half><<<ls.blocks, ls.threads, 0, stream>>>(
+        src.data_as<float>(), dst.data_as<Half>(), parts, b, t, c, num_heads);
+  } else {
+    split_heads_low_kernel<BFloat16><<<ls.blocks, ls.threads, 0, stream>>>(
+        src.data_as<float>(), dst.data_as<BFloat16>(), parts, b, t, c, num_heads);
+  }
+  FRUGAL_CUDA_CHECK_LAUNCH();
+}
+
+void attention_merge_heads(ConstTensorView src, int64_t num_heads, TensorView dst,
+                           const ExecContext& ctx) {
+  const int parts = static_cast<int>(src.shape[0]);
+  const int64_t b = dst.shape[0], t = dst.shape[1], c = dst.shape[2] / parts;
+  if (b * t * c == 0) return;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(src.device.index));
+  const LaunchShape ls = grid_stride_launch(parts * b * t * c);
+  merge_heads_kernel<float><<<ls.blocks, ls.threads, 0, stream_of(ctx)>>>(
+      src.data_as<float>(), dst.data_as<float>(), parts, b, t, c, num_heads);
+  FRUGAL_CUDA_CHECK_LAUNCH();
+}
+
+void causal_softmax_backward_low(ConstTensorView probs, ConstTensorView dprobs, double scale,
+                                 TensorView dscores, const ExecContext& ctx) {
+  const int64_t t = probs.shape[1], rows = probs.shape[0] * t;
+  if (rows == 0) return;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(probs.device.index));
+  const unsigned blocks = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const cudaStream_t stream = stream_of(ctx);
+  const auto sc = static_cast<float>(scale);
+  if (probs.dtype == DType::kF16) {
+    causal_softmax_backward_low_kernel<Half><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(
+        probs.data_as<Half>(), dprobs.data_as<float>(), dscores.data_as<Half>(), rows, t, sc);
+  } else {
+    causal_softmax_backward_low_kernel<BFloat16><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(
+        probs.data_as<BFloat16>(), dprobs.data_as<float>(), dscores.data_as<BFloat16>(), rows, t,
+        sc);
+  }
+  FRUGAL_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace frugal::cu

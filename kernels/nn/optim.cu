@@ -1,12 +1,15 @@
 // Fused optimizer updates and the gradient-norm reduction on one CUDA device: one grid-stride
 // launch per parameter on ctx's stream, no host synchronisation. The per-element arithmetic is the
 // CPU's (src/nn/cpu/optim.cpp) in the same order and type; nvcc may contract a * b + c into an
-// fma where the host does not, so results agree with the CPU within a few ulps, not bit for bit.
+// fma where the host does not, so results agree with the CPU within a few ulps, not bit for bit
+// (for bf16 moments: a moment may land one bf16 ulp apart where the fp32 values straddle a
+// rounding boundary).
 #include <cmath>
 
 #include "common/check.cuh"
 #include "common/launch.cuh"
 #include "cu_ops.hpp"
+#include "nn/optim_bf16.hpp"
 
 namespace frugal::cu {
 namespace {
@@ -49,6 +52,25 @@ __global__ void adamw_kernel(T* p, const T* g, T* m, T* v, int64_t n, T dec, boo
     v[i] = vi;
     const T denom = sqrt(vi) / bc2 + eps;
     p[i] = p[i] * dec + neg_step * (mi / denom);
+  }
+}
+
+/// AdamW with bf16 moments: the shared per-element update (nn/optim_bf16.hpp), one thread per
+/// element; each thread draws its own 16 random bits (Philox is cheap next to the memory traffic).
+__global__ void adamw_bf16_kernel(float* p, const float* g, uint16_t* m, uint16_t* v, int64_t n,
+                                  ::frugal::detail::AdamWBf16Step s, bool stochastic, uint64_t seed,
+                                  uint64_t m_offset, uint64_t v_offset) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t rm = 0, rv = 0;
+    if (stochastic) {
+      rm = ::frugal::detail::adamw_bf16_random(seed, m_offset, static_cast<uint64_t>(i));
+      rv = ::frugal::detail::adamw_bf16_random(seed, v_offset, static_cast<uint64_t>(i));
+    }
+    uint16_t mi = m[i], vi = v[i];
+    p[i] = ::frugal::detail::adamw_bf16_element(s, p[i], g[i], mi, vi, stochastic, rm, rv);
+    m[i] = mi;
+    v[i] = vi;
   }
 }
 
@@ -128,6 +150,27 @@ void optim_adamw_update(TensorView p, ConstTensorView g, TensorView m, TensorVie
         static_cast<T>(eps));
     FRUGAL_CUDA_CHECK_LAUNCH();
   });
+}
+
+void optim_adamw_update_bf16(TensorView p, ConstTensorView g, TensorView m, TensorView v,
+                             double decay, double beta1, double beta2, double step_size,
+                             double bc2_sqrt, double eps, bool stochastic, uint64_t seed,
+                             uint64_t offset, const ExecContext& ctx) {
+  const int64_t n = p.numel();
+  if (n == 0) return;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(p.device.index));
+  const double w = 1.0 - beta1;
+  const ::frugal::detail::AdamWBf16Step s{
+      static_cast<float>(decay),    static_cast<float>(w),           static_cast<float>(1.0 - w),
+      static_cast<float>(beta2),    static_cast<float>(1.0 - beta2), static_cast<float>(-step_size),
+      static_cast<float>(bc2_sqrt), static_cast<float>(eps),         std::fabs(w) < 0.5};
+  const uint64_t v_offset =
+      offset + ::frugal::detail::adamw_bf16_counters(static_cast<uint64_t>(n)) / 2;
+  const LaunchShape ls = grid_stride_launch(n);
+  adamw_bf16_kernel<<<ls.blocks, ls.threads, 0, stream_of(ctx)>>>(
+      p.data_as<float>(), g.data_as<float>(), static_cast<uint16_t*>(m.data),
+      static_cast<uint16_t*>(v.data), n, s, stochastic, seed, offset, v_offset);
+  FRUGAL_CUDA_CHECK_LAUNCH();
 }
 
 void optim_sum_squares(ConstTensorView x, TensorView out, const ExecContext& ctx) {

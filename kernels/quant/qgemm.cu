@@ -14,11 +14,9 @@
 #include <cublasLt.h>
 
 #include <climits>
-#include <map>
-#include <memory>
-#include <mutex>
 
 #include "common/check.cuh"
+#include "common/cublaslt.cuh"
 #include "common/launch.cuh"
 #include "cu_ops.hpp"
 #include "frugal/core/packed.hpp"
@@ -26,34 +24,6 @@
 
 namespace frugal::cu {
 namespace {
-
-/// One cublasLtHandle_t per device, created on first use and kept for the process (see
-/// cublas_handle.cuh for why handles are not destroyed at exit).
-cublasLtHandle_t lt_handle(int device) {
-  static std::mutex mutex;
-  static auto* handles = new std::map<int, cublasLtHandle_t>();
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = handles->find(device);
-  if (it != handles->end()) return it->second;
-  cublasLtHandle_t h = nullptr;
-  FRUGAL_CUBLAS_CHECK(cublasLtCreate(&h));
-  handles->emplace(device, h);
-  return h;
-}
-
-/// RAII owners of the cuBLASLt descriptors; destructors never throw.
-struct MatmulDesc {
-  cublasLtMatmulDesc_t d = nullptr;
-  ~MatmulDesc() {
-    if (d != nullptr) cublasLtMatmulDescDestroy(d);
-  }
-};
-struct Layout {
-  cublasLtMatrixLayout_t l = nullptr;
-  ~Layout() {
-    if (l != nullptr) cublasLtMatrixLayoutDestroy(l);
-  }
-};
 
 __global__ void u8_to_i8(const uint8_t* a, int8_t* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -104,23 +74,14 @@ __global__ void gemm_s8_tiled(const int8_t* a, const int8_t* b, int64_t m, int64
 
 void lt_gemm_s8(const int8_t* a, const int8_t* b, int32_t* c, int64_t m, int64_t n, int64_t k,
                 int device, cudaStream_t stream) {
-  cublasLtHandle_t h = lt_handle(device);
-  MatmulDesc op;
-  FRUGAL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32I, CUDA_R_32I));
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  FRUGAL_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  FRUGAL_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  cublasLtHandle_t h = cublaslt_handle(device);
+  const LtMatmulDesc op(CUBLAS_COMPUTE_32I, CUDA_R_32I, CUBLAS_OP_T, CUBLAS_OP_N);
   // Column-major: first operand = b buffer (K x N, ld K, transposed), second = a buffer (K x M,
   // ld K), result C^T (N x M, ld N) = row-major C (M, N).
-  Layout la, lb, lc;
-  FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la.l, CUDA_R_8I, k, n, k));
-  FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.l, CUDA_R_8I, k, m, k));
-  FRUGAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc.l, CUDA_R_32I, n, m, n));
+  const LtLayout la(CUDA_R_8I, k, n, k), lb(CUDA_R_8I, k, m, k), lc(CUDA_R_32I, n, m, n);
   const int32_t alpha = 1, beta = 0;
-  FRUGAL_CUBLAS_CHECK(cublasLtMatmul(h, op.d, &alpha, b, la.l, a, lb.l, &beta, c, lc.l, c, lc.l,
-                                     nullptr, nullptr, 0, stream));
+  FRUGAL_CUBLAS_CHECK(cublasLtMatmul(h, op.get(), &alpha, b, la.get(), a, lb.get(), &beta, c,
+                                     lc.get(), c, lc.get(), nullptr, nullptr, 0, stream));
 }
 
 __global__ void epilogue_kernel(const int32_t* acc, int64_t m, int64_t n, float a_scale,

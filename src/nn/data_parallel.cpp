@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "frugal/nn/zero.hpp"
+
 namespace frugal::nn {
 
 namespace {
@@ -270,6 +272,13 @@ LabeledData shard_rows(const LabeledData& data, int rank, int world_size) {
 
 void save_parallel_checkpoint(const std::string& path, parallel::Communicator& comm, Module& model,
                               const Optimizer* optim, const TrainState& state) {
+  if (const auto* zero = dynamic_cast<const ZeroOptimizer*>(optim)) {
+    // ZeRO-1: each rank holds only its shard of the optimizer state and writes it to its own
+    // file, before rank 0 writes the main checkpoint (which records the step the shards must
+    // match on resume).
+    save_zero_shard(path, *zero);
+    comm.barrier();
+  }
   if (comm.rank() == 0) save_checkpoint(path, model, optim, state);
   comm.barrier();
 }
@@ -277,6 +286,7 @@ void save_parallel_checkpoint(const std::string& path, parallel::Communicator& c
 TrainState load_parallel_checkpoint(const std::string& path, parallel::Communicator& comm,
                                     Module& model, Optimizer* optim) {
   TrainState st = load_checkpoint(path, model, optim);
+  if (auto* zero = dynamic_cast<ZeroOptimizer*>(optim)) load_zero_shard(path, *zero);
   check_in_sync(model, comm, st.step);
   return st;
 }

@@ -363,13 +363,35 @@ LoopDistillation::LoopDistillation(std::shared_ptr<Module> teacher, const Distil
     : teacher_(std::move(teacher)), options_(options), loss_scale_(std::move(loss_scale)), op_(op) {
   FRUGAL_REQUIRE(teacher_ != nullptr, op, "the teacher is null");
   check_kd_options(options, op);
-  FRUGAL_REQUIRE(options.hint_student_layer < 0 && options.hint_teacher_layer < 0, op,
-                 "feature hints need Distiller::step");
 }
 
 void LoopDistillation::run_teacher(const Tensor& input, Device device, DType dtype) {
   Tensor t = teacher_forward(*teacher_, input, options_.teacher_precision).to(device);
   teacher_logits_ = t.dtype() == dtype ? t : t.to(dtype);
+}
+
+Tensor LoopDistillation::run_teacher_hint(const Tensor& input, Device device, DType dtype) {
+  auto& t = static_cast<Sequential&>(*teacher_);
+  const bool was_training = t.is_training();
+  t.eval();
+  Tensor hint, x = input.to(t.device());
+  {
+    std::optional<amp::AmpContext> guard;
+    enter_teacher_autocast(guard, options_.teacher_precision);
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      x = t[i].forward(x);
+      if (static_cast<int>(i) == options_.hint_teacher_layer) hint = x;
+    }
+  }
+  t.train(was_training);
+  x = x.to(device);
+  teacher_logits_ = x.dtype() == dtype ? x : x.to(dtype);
+  hint = hint.to(device);
+  return hint.dtype() == dtype ? hint : hint.to(dtype);
+}
+
+double LoopDistillation::loss_scale() const {
+  return loss_scale_ ? static_cast<double>(loss_scale_()) : 1.0;
 }
 
 Tensor LoopDistillation::blend(const Tensor& student_logits, const Tensor& grad_ce) {
@@ -383,7 +405,7 @@ Tensor LoopDistillation::blend(const Tensor& student_logits, const Tensor& grad_
       distill::kd_loss(as_rows(student_logits), as_rows(teacher_logits_), options_.temperature);
   teacher_logits_ = Tensor();
   last_kd_ = kd.kd;
-  const double s = loss_scale_ ? static_cast<double>(loss_scale_()) : 1.0;
+  const double s = loss_scale();
   const double a = options_.alpha;
   // alpha = 0 passes the loop's gradient through unchanged (bit for bit).
   if (a == 0.0) return grad_ce;
@@ -398,14 +420,41 @@ DistilledStudent::DistilledStudent(std::shared_ptr<Module> student, std::shared_
                                    std::function<float()> loss_scale)
     : student_(std::move(student)),
       kd_(std::move(teacher), options, std::move(loss_scale), "DistilledStudent") {
-  FRUGAL_REQUIRE(student_ != nullptr, "DistilledStudent", "the student is null");
+  const char* op = "DistilledStudent";
+  FRUGAL_REQUIRE(student_ != nullptr, op, "the student is null");
   register_module("student", student_);
+  const DistillerOptions& o = kd_.options();
+  if (o.hint_student_layer >= 0 || o.hint_teacher_layer >= 0) {
+    auto* s = dynamic_cast<Sequential*>(student_.get());
+    auto* t = dynamic_cast<Sequential*>(&kd_.teacher());
+    FRUGAL_REQUIRE(s != nullptr && t != nullptr, op,
+                   "a feature hint needs a Sequential student and teacher");
+    FRUGAL_REQUIRE(
+        o.hint_student_layer >= 0 && static_cast<std::size_t>(o.hint_student_layer) < s->size() &&
+            o.hint_teacher_layer >= 0 && static_cast<std::size_t>(o.hint_teacher_layer) < t->size(),
+        op, "hint layers (", o.hint_student_layer, ", ", o.hint_teacher_layer,
+        ") out of range for models of ", s->size(), " and ", t->size(), " layers");
+    FRUGAL_REQUIRE(o.hint_weight >= 0.0, op, "hint_weight must be >= 0, got ", o.hint_weight);
+    seq_student_ = s;
+    if (o.adapter) register_module("adapter", o.adapter);
+  }
 }
 
 Tensor DistilledStudent::forward(const Tensor& input) {
   if (!is_training()) return student_->forward(input);
-  Tensor logits = student_->forward(input);
-  kd_.run_teacher(input, logits.device(), logits.dtype());
+  Tensor logits;
+  if (seq_student_ != nullptr) {
+    Tensor x = input;
+    for (std::size_t i = 0; i < seq_student_->size(); ++i) {
+      x = (*seq_student_)[i].forward(x);
+      if (static_cast<int>(i) == kd_.options().hint_student_layer) student_hint_ = x;
+    }
+    logits = x;
+    teacher_hint_ = kd_.run_teacher_hint(input, logits.device(), logits.dtype());
+  } else {
+    logits = student_->forward(input);
+    kd_.run_teacher(input, logits.device(), logits.dtype());
+  }
   student_logits_ = logits;
   return logits;
 }
@@ -413,13 +462,29 @@ Tensor DistilledStudent::forward(const Tensor& input) {
 Tensor DistilledStudent::backward(const Tensor& grad_output) {
   Tensor g = kd_.blend(student_logits_, grad_output);
   student_logits_ = Tensor();
-  return student_->backward(g);
+  if (seq_student_ == nullptr) return student_->backward(g);
+  // The hint: weight * MSE(adapter(student hint), teacher hint), its gradient (times the loop's
+  // loss scale) joining the student's backward at the hint layer.
+  const DistillerOptions& o = kd_.options();
+  const Tensor adapted = o.adapter ? o.adapter->forward(student_hint_) : student_hint_;
+  const distill::LossResult h = distill::feature_mse(adapted, teacher_hint_);
+  last_hint_ = h.loss;
+  Tensor hg = scale(h.grad_student, o.hint_weight * kd_.loss_scale());
+  if (o.adapter) hg = o.adapter->backward(hg);
+  student_hint_ = teacher_hint_ = Tensor();
+  for (int i = static_cast<int>(seq_student_->size()) - 1; i >= 0; --i) {
+    if (i == o.hint_student_layer) g = add(g, hg);
+    g = (*seq_student_)[static_cast<std::size_t>(i)].backward(g);
+  }
+  return g;
 }
 
 DistilledGpt::DistilledGpt(const GPTConfig& student_config, std::shared_ptr<Module> teacher,
                            const DistillerOptions& options, std::function<float()> loss_scale)
-    : GPT(student_config),
-      kd_(std::move(teacher), options, std::move(loss_scale), "DistilledGpt") {}
+    : GPT(student_config), kd_(std::move(teacher), options, std::move(loss_scale), "DistilledGpt") {
+  FRUGAL_REQUIRE(options.hint_student_layer < 0 && options.hint_teacher_layer < 0, "DistilledGpt",
+                 "feature hints need Sequential models (DistilledStudent or Distiller::step)");
+}
 
 Tensor DistilledGpt::forward(const Tensor& tokens) {
   if (!is_training()) return GPT::forward(tokens);

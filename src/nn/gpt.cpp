@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "frugal/amp/autocast.hpp"
 #include "frugal/core/ops.hpp"
 #include "frugal/core/random.hpp"
 
@@ -137,9 +138,24 @@ Tensor GPT::forward(const Tensor& tokens) {
   for (auto& blk : blocks_) x = blk->forward(x);
   x = ln_f_->forward(x);
   x_final_ = x.reshape({b * t, config_.n_embd});
+  const Tensor& w = wte_->weight().value;
+  head_low_ = w.dtype() == DType::kF32 ? amp::autocast_dtype(amp::OpClass::kGemm) : w.dtype();
+  if (head_low_ != w.dtype()) {
+    // Autocast (policy kGemm): x and W_te rounded to the low dtype, fp32 accumulation and
+    // logits; the rounded x is what backward's weight gradient multiplies, so it is kept.
+    x_final_ = amp::to_low(x_final_, head_low_, ctx_);
+    head_w_used_ = head_w_copy_.get(w, head_low_, "GPT head (wte)", 1.f, ctx_);
+    amp::GemmOptions head;
+    head.trans_b = true;
+    // Through the layers' entry to frugal::amp::gemm_into (its small-product thread rule).
+    Tensor logits = Tensor::empty({b * t, config_.vocab_size}, DType::kF32, dev, ctx_);
+    amp::low_gemm_into(x_final_, head_w_used_, logits, head, ctx_);  // (B*T, V) = x W_te^T
+    return logits.reshape({b, t, config_.vocab_size});
+  }
+  head_w_used_ = Tensor();
   GemmOptions head;
   head.trans_b = true;
-  Tensor logits = gemm(x_final_, wte_->weight().value, head, ctx_);  // (B*T, V) = x W_te^T
+  Tensor logits = gemm(x_final_, w, head, ctx_);  // (B*T, V) = x W_te^T
   return logits.reshape({b, t, config_.vocab_size});
 }
 
@@ -152,19 +168,37 @@ Tensor GPT::backward(const Tensor& grad_logits) {
                      grad_logits.dim(2) == v,
                  op, "grad_logits has shape ", grad_logits.shape(),
                  "; expected the last forward's (B, T, ", v, ")");
-  FRUGAL_REQUIRE(
-      grad_logits.dtype() == x_final_.dtype() && grad_logits.device() == x_final_.device(), op,
-      "grad_logits must be ", dtype_name(x_final_.dtype()), " on ", x_final_.device().str());
+  Parameter& w = wte_->weight();
+  const DType wdt = w.value.dtype();
+  FRUGAL_REQUIRE(grad_logits.dtype() == wdt && grad_logits.device() == x_final_.device(), op,
+                 "grad_logits must be ", dtype_name(wdt), " on ", x_final_.device().str());
   const Shape bt_c = {grad_logits.dim(0), grad_logits.dim(1), config_.n_embd};
   Tensor g = grad_logits.contiguous(ctx_).reshape({bt, v});
-  Parameter& w = wte_->weight();
-  if (w.trainable) {
-    GemmOptions acc;  // grad_W_te += g^T x (the head's half of the tied gradient)
-    acc.trans_a = true;
-    acc.beta = 1.0;
-    gemm_into(g, x_final_, w.grad.view(), acc, ctx_);
+  Tensor dx;
+  if (head_low_ != wdt) {
+    // Autocast: both backward products take the gradient rounded to the low dtype.
+    const Tensor gl = amp::to_low(g, head_low_, ctx_);  // (B*T, V)
+    g = Tensor();
+    if (w.trainable) {
+      amp::GemmOptions acc;  // grad_W_te += g^T x, fp32 accumulation into the f32 gradient
+      acc.trans_a = true;
+      acc.beta = 1.f;
+      amp::low_gemm_into(gl, x_final_, w.grad, acc, ctx_);
+    }
+    dx = Tensor::empty({bt, config_.n_embd}, DType::kF32, gl.device(), ctx_);
+    amp::low_gemm_into(gl, head_w_used_, dx, {}, ctx_);  // (B*T, C) = g W_te
+    dx = dx.reshape(bt_c);
+    x_final_ = Tensor();  // mixed precision releases the saved tensors (see Linear::backward)
+    head_w_used_ = Tensor();
+  } else {
+    if (w.trainable) {
+      GemmOptions acc;  // grad_W_te += g^T x (the head's half of the tied gradient)
+      acc.trans_a = true;
+      acc.beta = 1.0;
+      gemm_into(g, x_final_, w.grad.view(), acc, ctx_);
+    }
+    dx = gemm(g, w.value, {}, ctx_).reshape(bt_c);  // (B*T, C) = g W_te
   }
-  Tensor dx = gemm(g, w.value, {}, ctx_).reshape(bt_c);  // (B*T, C) = g W_te
   dx = ln_f_->backward(dx);
   notify_grads_ready(*ln_f_, "ln_f.");
   for (std::size_t i = blocks_.size(); i-- > 0;) {

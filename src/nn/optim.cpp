@@ -9,6 +9,7 @@
 #include "cu_ops.hpp"
 #include "frugal/amp/autocast.hpp"
 #include "frugal/core/philox.hpp"
+#include "nn/optim_bf16.hpp"
 #include "nn/optim_internal.hpp"
 
 namespace frugal::nn {
@@ -283,17 +284,24 @@ void AdamW::step(const ExecContext& ctx) {
     check_slots("AdamW::step", params_[i].name, p, slots_[i]);
     if (p.value.numel() == 0) continue;
     if (options_.moments_dtype == DType::kBF16) {
-      if (p.value.device().kind != DeviceKind::kCpu) {
-        detail::fail(ErrorCode::kUnsupported, "AdamW::step", "bf16 moments run on the CPU only; '",
-                     params_[i].name, "' is on ", p.value.device().str());
-      }
-      // A counter range per step and parameter: 2 * ceil(n / 2) blocks each.
+      // A counter range per step and parameter (nn/optim_bf16.hpp): the same stream on both
+      // devices, so a CPU and a CUDA run of one seed round alike.
       const auto n = static_cast<uint64_t>(p.value.numel());
-      cpu::optim_adamw_update_bf16(p.value.view(), p.grad.cview(), slots_[i][0].view(),
-                                   slots_[i][1].view(), decay, options_.beta1, options_.beta2,
-                                   step_size, bc2_sqrt, options_.eps, options_.stochastic_rounding,
-                                   options_.seed, rounding_offset_, ctx);
-      rounding_offset_ += 2 * ((n + 1) / 2);
+      switch (p.value.device().kind) {
+        case DeviceKind::kCpu:
+          cpu::optim_adamw_update_bf16(
+              p.value.view(), p.grad.cview(), slots_[i][0].view(), slots_[i][1].view(), decay,
+              options_.beta1, options_.beta2, step_size, bc2_sqrt, options_.eps,
+              options_.stochastic_rounding, options_.seed, rounding_offset_, ctx);
+          break;
+        case DeviceKind::kCuda:
+          cu::optim_adamw_update_bf16(
+              p.value.view(), p.grad.cview(), slots_[i][0].view(), slots_[i][1].view(), decay,
+              options_.beta1, options_.beta2, step_size, bc2_sqrt, options_.eps,
+              options_.stochastic_rounding, options_.seed, rounding_offset_, ctx);
+          break;
+      }
+      rounding_offset_ += detail::adamw_bf16_counters(n);
       continue;
     }
     switch (p.value.device().kind) {

@@ -71,73 +71,8 @@ void clamp_scale(Tensor& scale) {
   if (changed) scale.copy_from(Tensor::from_vector(v, scale.shape()).to(scale.device()));
 }
 
-/// The observation / freezing logic shared by QatLinear and QatConv2d.
-struct QatState {
-  const QatOptions& opt;
-  Parameter* weight_scale;
-  Parameter* input_scale;
-  QParams& wq;
-  QParams& aq;
-  quant::MovingAverageMinMaxObserver& observer;
-  bool frozen;
-  bool training;
-
-  /// Parameters of the weight (out, K view) for this forward.
-  QParams weight(const Tensor& w2d, const ExecContext& ctx) {
-    if (frozen && wq.scale.defined()) {
-      if (weight_scale != nullptr) {
-        clamp_scale(weight_scale->value);
-        wq.scale = weight_scale->value;
-      }
-      return wq;
-    }
-    wq = quant::minmax_qparams(w2d, opt.weight, ctx);
-    if (weight_scale != nullptr) weight_scale->value.copy_from(wq.scale, ctx);
-    return wq;
-  }
-
-  /// Parameters of the input for this forward (observing it while warming up).
-  QParams input(const Tensor& x, const ExecContext& ctx) {
-    if ((training && !frozen) || !observer.has_data()) {
-      observer.observe(x, ctx);
-      const QParams q = observer.qparams(opt.activation);
-      aq = {q.scale.to(x.device(), ctx), q.zero_point.to(x.device(), ctx)};
-      if (input_scale != nullptr) input_scale->value.copy_from(aq.scale, ctx);
-      return aq;
-    }
-    if (frozen && input_scale != nullptr) {
-      clamp_scale(input_scale->value);
-      aq.scale = input_scale->value;
-    }
-    return aq;
-  }
-};
-
 void accumulate(Tensor& grad, const Tensor& g, const ExecContext& ctx) {
   axpy(1.0, g.reshape(grad.shape()), grad, ctx);
-}
-
-/// The weight's input-gradient by the STE (and the LSQ scale gradient when learning scales).
-Tensor weight_backward(const Tensor& g_wq, const Tensor& w2d, const QatOptions& opt,
-                       const QParams& wq, Parameter* weight_scale, bool frozen,
-                       const ExecContext& ctx) {
-  if (weight_scale != nullptr && frozen && weight_scale->trainable) {
-    quant::LsqGrads r = quant::fake_quantize_backward_lsq(g_wq, w2d, opt.weight, wq, 0.0, ctx);
-    accumulate(weight_scale->grad, r.grad_scale, ctx);
-    return r.grad_x;
-  }
-  return quant::fake_quantize_backward_ste(g_wq, w2d, opt.weight, wq, ctx);
-}
-
-Tensor input_backward(const Tensor& g_xq, const Tensor& x, const QatOptions& opt, const QParams& aq,
-                      Parameter* input_scale, bool frozen, const ExecContext& ctx) {
-  if (!opt.quantize_input) return g_xq;
-  if (input_scale != nullptr && frozen && input_scale->trainable) {
-    quant::LsqGrads r = quant::fake_quantize_backward_lsq(g_xq, x, opt.activation, aq, 0.0, ctx);
-    accumulate(input_scale->grad, r.grad_scale, ctx);
-    return r.grad_x;
-  }
-  return quant::fake_quantize_backward_ste(g_xq, x, opt.activation, aq, ctx);
 }
 
 QatOptions checked_qat_options(const char* op, QatOptions opt, int64_t k) {
@@ -194,23 +129,25 @@ QuantSpec fit_group_size(QuantSpec spec, int64_t k) {
   return spec;
 }
 
-// ---- QatLinear ----------------------------------------------------------------------------------
+// ---- QatLayer ----------------------------------------------------------------------------------
 
-QatLinear::QatLinear(Linear& layer, const QatOptions& options)
-    : in_features_(layer.in_features()),
-      out_features_(layer.out_features()),
-      opt_(checked_qat_options("QatLinear", options, layer.in_features())),
+QatLayer::QatLayer(const char* op, const Parameter& layer_weight, const Parameter* layer_bias,
+                   const ExecContext& ctx, bool training, const QatOptions& options, int64_t out,
+                   int64_t k)
+    : op_(op),
+      out_(out),
+      k_(k),
+      opt_(checked_qat_options(op, options, k)),
       observer_(std::make_unique<quant::MovingAverageMinMaxObserver>(options.averaging_constant)) {
-  ctx_ = layer.context();
-  train(layer.is_training());
-  weight_ =
-      &register_parameter("weight", layer.weight().value.clone(ctx_), layer.weight().trainable);
-  if (layer.bias() != nullptr) {
-    bias_ = &register_parameter("bias", layer.bias()->value.clone(ctx_), layer.bias()->trainable);
+  ctx_ = ctx;
+  train(training);
+  weight_ = &register_parameter("weight", layer_weight.value.clone(ctx_), layer_weight.trainable);
+  if (layer_bias != nullptr) {
+    bias_ = &register_parameter("bias", layer_bias->value.clone(ctx_), layer_bias->trainable);
   }
   const Tensor& w = weight_->value;
   if (opt_.learn_scale) {
-    const Shape ws = quant::qparams_shape(w.shape(), opt_.weight);
+    const Shape ws = quant::qparams_shape(Shape{out_, k_}, opt_.weight);
     weight_scale_ =
         &register_parameter("weight_scale", Tensor::full(ws, 1.0, DType::kF32, w.device()));
     if (opt_.quantize_input) {
@@ -220,40 +157,90 @@ QatLinear::QatLinear(Linear& layer, const QatOptions& options)
   }
 }
 
-void QatLinear::freeze() { frozen_ = true; }
-
-quant::QParams QatLinear::weight_qparams() {
-  QatState st{opt_, weight_scale_, input_scale_, wq_, aq_, *observer_, frozen_, false};
-  return st.weight(weight_->value, ctx_);
+quant::QParams QatLayer::weight_qparams() {
+  return forward_weight_qparams(weight_->value.reshape({out_, k_}));
 }
 
-quant::QParams QatLinear::input_qparams() {
-  FRUGAL_REQUIRE(aq_.scale.defined(), "QatLinear", "no input observed yet");
+quant::QParams QatLayer::input_qparams() {
+  FRUGAL_REQUIRE(aq_.scale.defined(), op_, "no input observed yet");
   return aq_;
 }
 
-Tensor QatLinear::forward(const Tensor& input) {
-  const char* op = "QatLinear";
-  const Tensor& w = weight_->value;
-  FRUGAL_REQUIRE(input.defined(), op, "input is undefined");
-  FRUGAL_REQUIRE(input.rank() >= 1 && input.dim(-1) == in_features_, op, "input has shape ",
-                 input.shape(), "; expected (..., ", in_features_, ")");
-  FRUGAL_REQUIRE(input.device() == w.device() && input.dtype() == w.dtype(), op,
-                 "input must have the layer's device and dtype");
-  if (is_training()) {
-    ++steps_;
-    if (steps_ > opt_.observe_steps && !frozen_) frozen_ = true;
+void QatLayer::count_step() {
+  if (!is_training()) return;
+  ++steps_;
+  if (steps_ > opt_.observe_steps && !frozen_) frozen_ = true;
+}
+
+quant::QParams QatLayer::forward_weight_qparams(const Tensor& w2d) {
+  if (frozen_ && wq_.scale.defined()) {
+    if (weight_scale_ != nullptr) {
+      clamp_scale(weight_scale_->value);
+      wq_.scale = weight_scale_->value;
+    }
+    return wq_;
   }
-  QatState st{opt_, weight_scale_, input_scale_, wq_, aq_, *observer_, frozen_, is_training()};
-  x_ = as_rows(input, in_features_, ctx_);  // (N, in)
+  wq_ = quant::minmax_qparams(w2d, opt_.weight, ctx_);
+  if (weight_scale_ != nullptr) weight_scale_->value.copy_from(wq_.scale, ctx_);
+  return wq_;
+}
+
+quant::QParams QatLayer::forward_input_qparams(const Tensor& x) {
+  if ((is_training() && !frozen_) || !observer_->has_data()) {
+    observer_->observe(x, ctx_);
+    const QParams q = observer_->qparams(opt_.activation);
+    aq_ = {q.scale.to(x.device(), ctx_), q.zero_point.to(x.device(), ctx_)};
+    if (input_scale_ != nullptr) input_scale_->value.copy_from(aq_.scale, ctx_);
+    return aq_;
+  }
+  if (frozen_ && input_scale_ != nullptr) {
+    clamp_scale(input_scale_->value);
+    aq_.scale = input_scale_->value;
+  }
+  return aq_;
+}
+
+Tensor QatLayer::weight_grad(const Tensor& g_wq, const Tensor& w2d) {
+  if (weight_scale_ != nullptr && frozen_ && weight_scale_->trainable) {
+    quant::LsqGrads r = quant::fake_quantize_backward_lsq(g_wq, w2d, opt_.weight, wq_, 0.0, ctx_);
+    accumulate(weight_scale_->grad, r.grad_scale, ctx_);
+    return r.grad_x;
+  }
+  return quant::fake_quantize_backward_ste(g_wq, w2d, opt_.weight, wq_, ctx_);
+}
+
+Tensor QatLayer::input_grad(const Tensor& g_xq, const Tensor& x) {
+  if (!opt_.quantize_input) return g_xq;
+  if (input_scale_ != nullptr && frozen_ && input_scale_->trainable) {
+    quant::LsqGrads r = quant::fake_quantize_backward_lsq(g_xq, x, opt_.activation, aq_, 0.0, ctx_);
+    accumulate(input_scale_->grad, r.grad_scale, ctx_);
+    return r.grad_x;
+  }
+  return quant::fake_quantize_backward_ste(g_xq, x, opt_.activation, aq_, ctx_);
+}
+
+// ---- QatLinear ----------------------------------------------------------------------------------
+
+QatLinear::QatLinear(Linear& layer, const QatOptions& options)
+    : QatLayer("QatLinear", layer.weight(), layer.bias(), layer.context(), layer.is_training(),
+               options, layer.out_features(), layer.in_features()) {}
+
+Tensor QatLinear::forward(const Tensor& input) {
+  const Tensor& w = weight_->value;
+  FRUGAL_REQUIRE(input.defined(), op_, "input is undefined");
+  FRUGAL_REQUIRE(input.rank() >= 1 && input.dim(-1) == k_, op_, "input has shape ", input.shape(),
+                 "; expected (..., ", k_, ")");
+  FRUGAL_REQUIRE(input.device() == w.device() && input.dtype() == w.dtype(), op_,
+                 "input must have the layer's device and dtype");
+  count_step();
+  x_ = as_rows(input, k_, ctx_);  // (N, in)
   in_shape_ = input.shape();
-  out_shape_ = with_last(input.shape(), out_features_);
-  const QParams wq = st.weight(w, ctx_);
-  wfq_ = quant::fake_quantize(w, opt_.weight, wq, ctx_);  // (out, in)
+  out_shape_ = with_last(input.shape(), out_);
+  wfq_ = quant::fake_quantize(w, opt_.weight, forward_weight_qparams(w), ctx_);  // (out, in)
   xq_ = x_;
   if (opt_.quantize_input)
-    xq_ = quant::fake_quantize(x_, opt_.activation, st.input(x_, ctx_), ctx_);
-  Tensor y = Tensor::empty({x_.dim(0), out_features_}, w.dtype(), w.device(), ctx_);
+    xq_ = quant::fake_quantize(x_, opt_.activation, forward_input_qparams(x_), ctx_);
+  Tensor y = Tensor::empty({x_.dim(0), out_}, w.dtype(), w.device(), ctx_);
   gemm_into(xq_, wfq_, y, GemmOptions{.trans_b = true}, ctx_);
   if (bias_ != nullptr) linear_add_bias(y, bias_->value, ctx_);
   return y.reshape(out_shape_);
@@ -267,81 +254,39 @@ Tensor QatLinear::backward(const Tensor& grad_output) {
                  "; expected ", out_shape_);
   FRUGAL_REQUIRE(grad_output.device() == x_.device() && grad_output.dtype() == x_.dtype(), op,
                  "grad_output must have the layer's device and dtype");
-  const Tensor g = as_rows(grad_output, out_features_, ctx_);  // (N, out)
+  const Tensor g = as_rows(grad_output, out_, ctx_);  // (N, out)
   if (weight_->trainable) {
     const Tensor g_wq = gemm(g, xq_, GemmOptions{.trans_a = true}, ctx_);  // (out, in)
-    const Tensor gw =
-        weight_backward(g_wq, weight_->value, opt_, wq_, weight_scale_, frozen_, ctx_);
-    accumulate(weight_->grad, gw, ctx_);
+    accumulate(weight_->grad, weight_grad(g_wq, weight_->value), ctx_);
   }
   if (bias_ != nullptr && bias_->trainable) linear_bias_grad(g, bias_->grad, ctx_);
   const Tensor g_xq = gemm(g, wfq_, GemmOptions{}, ctx_);  // (N, in)
-  const Tensor gx = input_backward(g_xq, x_, opt_, aq_, input_scale_, frozen_, ctx_);
-  return gx.reshape(in_shape_);
+  return input_grad(g_xq, x_).reshape(in_shape_);
 }
 
 // ---- QatConv2d ----------------------------------------------------------------------------------
 
 QatConv2d::QatConv2d(Conv2d& layer, const QatOptions& options)
-    : in_channels_(layer.in_channels()),
-      out_channels_(layer.out_channels()),
+    : QatLayer("QatConv2d", layer.weight(), layer.bias(), layer.context(), layer.is_training(),
+               options, layer.out_channels(), layer.weight().value.numel() / layer.out_channels()),
+      in_channels_(layer.in_channels()),
       kernel_(layer.kernel_size()),
-      params_(layer.params()),
-      opt_(checked_qat_options("QatConv2d", options,
-                               layer.weight().value.numel() / layer.out_channels())),
-      observer_(std::make_unique<quant::MovingAverageMinMaxObserver>(options.averaging_constant)) {
-  ctx_ = layer.context();
-  train(layer.is_training());
-  weight_ =
-      &register_parameter("weight", layer.weight().value.clone(ctx_), layer.weight().trainable);
-  if (layer.bias() != nullptr) {
-    bias_ = &register_parameter("bias", layer.bias()->value.clone(ctx_), layer.bias()->trainable);
-  }
-  const Tensor& w = weight_->value;
-  if (opt_.learn_scale) {
-    const Shape ws =
-        quant::qparams_shape(Shape{out_channels_, w.numel() / out_channels_}, opt_.weight);
-    weight_scale_ =
-        &register_parameter("weight_scale", Tensor::full(ws, 1.0, DType::kF32, w.device()));
-    if (opt_.quantize_input) {
-      input_scale_ =
-          &register_parameter("input_scale", Tensor::full({}, 1.0, DType::kF32, w.device()));
-    }
-  }
-}
-
-void QatConv2d::freeze() { frozen_ = true; }
-
-quant::QParams QatConv2d::weight_qparams() {
-  QatState st{opt_, weight_scale_, input_scale_, wq_, aq_, *observer_, frozen_, false};
-  const Tensor& w = weight_->value;
-  return st.weight(w.reshape({out_channels_, w.numel() / out_channels_}), ctx_);
-}
-
-quant::QParams QatConv2d::input_qparams() {
-  FRUGAL_REQUIRE(aq_.scale.defined(), "QatConv2d", "no input observed yet");
-  return aq_;
-}
+      params_(layer.params()) {}
 
 Tensor QatConv2d::forward(const Tensor& input) {
-  const char* op = "QatConv2d";
   const Tensor& w = weight_->value;
-  FRUGAL_REQUIRE(input.defined(), op, "input is undefined");
-  FRUGAL_REQUIRE(input.rank() == 4 && input.dim(1) == in_channels_, op, "input has shape ",
+  FRUGAL_REQUIRE(input.defined(), op_, "input is undefined");
+  FRUGAL_REQUIRE(input.rank() == 4 && input.dim(1) == in_channels_, op_, "input has shape ",
                  input.shape(), "; expected (N, ", in_channels_, ", H, W)");
-  FRUGAL_REQUIRE(input.device() == w.device() && input.dtype() == w.dtype(), op,
+  FRUGAL_REQUIRE(input.device() == w.device() && input.dtype() == w.dtype(), op_,
                  "input must have the layer's device and dtype");
-  if (is_training()) {
-    ++steps_;
-    if (steps_ > opt_.observe_steps && !frozen_) frozen_ = true;
-  }
-  QatState st{opt_, weight_scale_, input_scale_, wq_, aq_, *observer_, frozen_, is_training()};
-  const Tensor w2 = w.reshape({out_channels_, w.numel() / out_channels_});  // (out, K)
-  wfq_ = quant::fake_quantize(w2, opt_.weight, st.weight(w2, ctx_), ctx_).reshape(w.shape());
+  count_step();
+  const Tensor w2 = w.reshape({out_, k_});  // (out, K)
+  wfq_ = quant::fake_quantize(w2, opt_.weight, forward_weight_qparams(w2), ctx_).reshape(w.shape());
   x_ = input.contiguous(ctx_);
   xq_ = x_;
   if (opt_.quantize_input)
-    xq_ = quant::fake_quantize(x_, opt_.activation, st.input(x_, ctx_), ctx_);
+    xq_ = quant::fake_quantize(x_, opt_.activation, forward_input_qparams(x_), ctx_);
   return conv2d(xq_, wfq_, bias_ != nullptr ? bias_->value.cview() : ConstTensorView{}, params_,
                 ctx_);
 }
@@ -350,24 +295,20 @@ Tensor QatConv2d::backward(const Tensor& grad_output) {
   const char* op = "QatConv2d::backward";
   FRUGAL_REQUIRE(x_.defined(), op, "called before forward");
   FRUGAL_REQUIRE(grad_output.defined() && grad_output.rank() == 4 &&
-                     grad_output.dim(0) == x_.dim(0) && grad_output.dim(1) == out_channels_,
+                     grad_output.dim(0) == x_.dim(0) && grad_output.dim(1) == out_,
                  op, "grad_output has shape ",
                  grad_output.defined() ? grad_output.shape() : Shape{}, "; expected (", x_.dim(0),
-                 ", ", out_channels_, ", H_out, W_out)");
+                 ", ", out_, ", H_out, W_out)");
   const Tensor g = grad_output.contiguous(ctx_);
   const Tensor& w = weight_->value;
-  const int64_t k = w.numel() / out_channels_;
   if (weight_->trainable) {
     Tensor g_wq = Tensor::zeros(w.shape(), w.dtype(), w.device(), ctx_);
     conv2d_backward_weight(g, xq_, g_wq, params_, ctx_);
-    const Tensor gw =
-        weight_backward(g_wq.reshape({out_channels_, k}), w.reshape({out_channels_, k}), opt_, wq_,
-                        weight_scale_, frozen_, ctx_);
-    accumulate(weight_->grad, gw, ctx_);
+    accumulate(weight_->grad, weight_grad(g_wq.reshape({out_, k_}), w.reshape({out_, k_})), ctx_);
   }
   if (bias_ != nullptr && bias_->trainable) conv2d_backward_bias(g, bias_->grad, ctx_);
   const Tensor g_xq = conv2d_backward_input(g, wfq_, x_.shape(), params_, ctx_);
-  return input_backward(g_xq, x_, opt_, aq_, input_scale_, frozen_, ctx_);
+  return input_grad(g_xq, x_);
 }
 
 // ---- quantized inference layers -----------------------------------------------------------------
@@ -376,18 +317,54 @@ namespace {
 
 constexpr int64_t kWoqMaxRows = 16;  // weight-only: woq_matmul below, dequantize + GEMM from here
 
+/// True when every value of the f32 tensor t is a normal f16 number exactly (so t can be stored as
+/// f16 without loss and without f16's subnormal range, where the relative precision drops).
+bool is_normal_f16(const Tensor& t) {
+  const std::vector<float> v = t.to(Device::cpu()).to_vector<float>();
+  const std::vector<float> r =
+      t.to(Device::cpu()).to(DType::kF16).to(DType::kF32).to_vector<float>();
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (v[i] != r[i] || !std::isfinite(v[i]) || !(std::abs(v[i]) >= 0x1p-14f)) return false;
+  }
+  return true;
+}
+
+/// Per-channel min-max weight scales rounded to the nearest f16 (as ggml's Q8_0 stores its block
+/// scales), so that the layer stores them in 2 bytes instead of 4; the codes are then computed on
+/// the rounded grid. A relative change of at most 2^-11 of each scale: the dequantized weight
+/// stays within half a step of the weight, plus at most 127 * 2^-11 ~ 0.06 step where the
+/// largest element clamps to the edge code.
+/// Scales outside f16's normal range (below 2^-14 ~ 6.1e-5 or above 65504) stay as they are.
+Tensor f16_rounded(const Tensor& scale) {
+  const Tensor r = scale.to(DType::kF16).to(DType::kF32);
+  return is_normal_f16(r) ? r : scale;
+}
+
+/// The weight scales as stored: f16 when that is exact (is_normal_f16), else f32.
+Tensor compact_scale(const Tensor& scale) {
+  return is_normal_f16(scale) ? scale.to(DType::kF16) : scale;
+}
+
+/// The stored weight scales as f32 (what the GEMMs and QTensor take; exact).
+Tensor scale_f32(const QuantizedWeight& w) {
+  return w.scale->dtype() == DType::kF32 ? *w.scale : w.scale->to(DType::kF32);
+}
+
 /// Quantizes `w2` (out, K) f32 into buffers of `m` and fills `qw`.
 void init_quantized_weight(const char* op, Module& m, QuantizedWeight& qw,
                            Tensor& (*reg)(Module&, const std::string&, Tensor), const Tensor& w2,
                            const QuantSpec& spec, const std::optional<QParams>& wqp,
                            const std::optional<ActivationQuant>& input) {
-  const QParams qp = wqp ? QParams{wqp->scale.to(w2.device()), wqp->zero_point.to(w2.device())}
-                         : quant::minmax_qparams(w2, spec);
+  QParams qp = wqp ? QParams{wqp->scale.to(w2.device()), wqp->zero_point.to(w2.device())}
+                   : quant::minmax_qparams(w2, spec);
+  if (!wqp && spec.granularity == Granularity::kPerChannel) qp.scale = f16_rounded(qp.scale);
   quant::QTensor q = quant::quantize(w2, spec, qp);
   qw.spec = spec;
   qw.shape = w2.shape();
   qw.codes = &reg(m, "weight_codes", q.codes);
-  qw.scale = &reg(m, "weight_scale", q.qparams.scale);
+  qw.scale = &reg(m, "weight_scale",
+                  spec.granularity == Granularity::kPerChannel ? compact_scale(q.qparams.scale)
+                                                               : q.qparams.scale);
   qw.zero_point = &reg(m, "weight_zero_point", q.qparams.zero_point);
   if (input) {
     check_activation_spec(op, input->spec);
@@ -423,7 +400,7 @@ void init_quantized_weight(const char* op, Module& m, QuantizedWeight& qw,
 }
 
 quant::QTensor make_qtensor(const QuantizedWeight& w) {
-  return {*w.codes, w.spec, {*w.scale, *w.zero_point}, w.shape};
+  return {*w.codes, w.spec, {scale_f32(w), *w.zero_point}, w.shape};
 }
 
 std::optional<ActivationQuant> make_input(const QuantizedWeight& w) {
@@ -568,7 +545,7 @@ Tensor QuantizedLinear::forward(const Tensor& input) {
     const quant::QTensor a = quant::quantize(
         x, w_.input_spec, {*w_.input_scale, *w_.input_zero_point}, ctx_);  // (N, in) u8 / i8
     return quant::qgemm_f32(a.codes, w_.input_scale_host, w_.input_zero_point_host, codes,
-                            *w_.scale, b, {}, ctx_)
+                            scale_f32(w_), b, {}, ctx_)
         .reshape(out_shape);
   }
   Tensor y;
@@ -578,7 +555,7 @@ Tensor QuantizedLinear::forward(const Tensor& input) {
   if ((codes.dtype() == DType::kI4 && group_ % 2 != 0) || x.dim(0) >= kWoqMaxRows) {
     y = gemm(x, dequantized_weight(), GemmOptions{.trans_b = true}, ctx_);
   } else {
-    const Tensor scale = w_.scale->reshape({out_features_, in_features_ / group_});
+    const Tensor scale = scale_f32(w_).reshape({out_features_, in_features_ / group_});
     y = quant::woq_matmul(x, codes, scale, group_, ctx_);
   }
   if (bias_ != nullptr) linear_add_bias(y, *bias_, ctx_);
@@ -639,8 +616,9 @@ Tensor QuantizedConv2d::forward(const Tensor& input) {
     const Tensor cols = im2col_codes(a.codes, wshape_[2], wshape_[3], params_, ho, wo,
                                      static_cast<uint8_t>(w_.input_zero_point_host), ctx_);
     if (!codes_hwc_.defined()) codes_hwc_ = codes_to_hwc(codes, wshape_);
-    const Tensor y = quant::qgemm_f32(cols, w_.input_scale_host, w_.input_zero_point_host,
-                                      codes_hwc_, *w_.scale, b, {}, ctx_);  // (N * Ho * Wo, out)
+    const Tensor y =
+        quant::qgemm_f32(cols, w_.input_scale_host, w_.input_zero_point_host, codes_hwc_,
+                         scale_f32(w_), b, {}, ctx_);  // (N * Ho * Wo, out)
     // (N * Ho * Wo, out) rows -> NCHW (a plain loop: the generic strided copy is ~10x slower).
     Tensor out = Tensor::empty(os, DType::kF32, Device::cpu());
     const float* src = y.data<float>();
@@ -804,6 +782,27 @@ int64_t float_layer_bytes(const Tensor& w, const Tensor& b, BatchNorm2d* bn) {
   return n;
 }
 
+/// Puts the quantized layer q into slot s (with context ctx, in evaluation mode) and adds lr to
+/// rep, completed with q's scheme, size and the relative error of its weight against w_float.
+template <class Q>
+void install(const Slot& s, const std::shared_ptr<Q>& q, const Tensor& w_float, QuantLayerReport lr,
+             const ExecContext& ctx, PtqReport& rep) {
+  lr.weight_rel_rms = weight_error(w_float, q->dequantized_weight());
+  lr.scheme = q->scheme();
+  lr.quant_bytes = q->nbytes();
+  q->set_context(ctx);
+  q->eval();
+  s.parent->replace_child(s.index, q);
+  rep.layers.push_back(std::move(lr));
+}
+
+/// The end of a flow: the model in evaluation mode, its quantized size and accuracy in rep.
+void finish(Sequential& model, const LabeledData* eval, int64_t batch, PtqReport& rep) {
+  model.eval();
+  rep.quant_bytes = model_state_bytes(model);
+  rep.accuracy_after = accuracy_on(model, eval, batch);
+}
+
 }  // namespace
 
 int64_t model_state_bytes(Module& model) {
@@ -862,18 +861,13 @@ PtqReport ptq(Sequential& model, const std::vector<Tensor>& calibration, const P
     }
     QuantLayerReport lr;
     lr.name = s.name;
-    std::shared_ptr<Module> repl;
     if (auto* lin = dynamic_cast<Linear*>(originals[i].get())) {
       lr.type = "Linear";
       const Tensor w = lin->weight().value.to(DType::kF32);
       const Tensor b = lin->bias() != nullptr ? lin->bias()->value.to(DType::kF32) : Tensor();
       lr.float_bytes = float_layer_bytes(
           lin->weight().value, lin->bias() != nullptr ? lin->bias()->value : Tensor(), nullptr);
-      auto q = std::make_shared<QuantizedLinear>(w, b, options.weight, act);
-      lr.weight_rel_rms = weight_error(w, q->dequantized_weight());
-      lr.scheme = q->scheme();
-      lr.quant_bytes = q->nbytes();
-      repl = q;
+      install(s, std::make_shared<QuantizedLinear>(w, b, options.weight, act), w, lr, ctx, rep);
     } else {
       auto* cv = dynamic_cast<Conv2d*>(originals[i].get());
       lr.type = "Conv2d";
@@ -887,20 +881,11 @@ PtqReport ptq(Sequential& model, const std::vector<Tensor>& calibration, const P
         lr.folded_batch_norm = true;
         s.parent->replace_child(s.index + 1, std::make_shared<FoldedBatchNorm2d>());
       }
-      auto q = std::make_shared<QuantizedConv2d>(w, b, cv->params(), options.weight, act);
-      lr.weight_rel_rms = weight_error(w, q->dequantized_weight());
-      lr.scheme = q->scheme();
-      lr.quant_bytes = q->nbytes();
-      repl = q;
+      install(s, std::make_shared<QuantizedConv2d>(w, b, cv->params(), options.weight, act), w, lr,
+              ctx, rep);
     }
-    repl->set_context(ctx);
-    repl->eval();
-    s.parent->replace_child(s.index, repl);
-    rep.layers.push_back(std::move(lr));
   }
-  model.eval();
-  rep.quant_bytes = model_state_bytes(model);
-  rep.accuracy_after = accuracy_on(model, options.eval, options.eval_batch_size);
+  finish(model, options.eval, options.eval_batch_size, rep);
   return rep;
 }
 
@@ -944,7 +929,6 @@ PtqReport convert_qat(Sequential& model, bool fold_bn, const LabeledData* eval,
     Module* m = s.parent->children()[s.index].second.get();
     QuantLayerReport lr;
     lr.name = s.name;
-    std::shared_ptr<Module> repl;
     auto act_of = [&](const QatOptions& o, const QParams& aq) -> std::optional<ActivationQuant> {
       if (!o.quantize_input) return std::nullopt;
       FRUGAL_REQUIRE(o.weight.bits == 8 && o.weight.granularity == Granularity::kPerChannel, op,
@@ -960,11 +944,8 @@ PtqReport convert_qat(Sequential& model, bool fold_bn, const LabeledData* eval,
       lr.float_bytes = float_layer_bytes(w, b, nullptr);
       auto act =
           act_of(ql->options(), ql->options().quantize_input ? ql->input_qparams() : QParams{});
-      auto q = std::make_shared<QuantizedLinear>(w, b, ql->options().weight, act, wq);
-      lr.weight_rel_rms = weight_error(w, q->dequantized_weight());
-      lr.scheme = q->scheme();
-      lr.quant_bytes = q->nbytes();
-      repl = q;
+      install(s, std::make_shared<QuantizedLinear>(w, b, ql->options().weight, act, wq), w, lr, ctx,
+              rep);
     } else {
       auto* qc = dynamic_cast<QatConv2d*>(m);
       qc->freeze();
@@ -1003,20 +984,12 @@ PtqReport convert_qat(Sequential& model, bool fold_bn, const LabeledData* eval,
       }
       auto act =
           act_of(qc->options(), qc->options().quantize_input ? qc->input_qparams() : QParams{});
-      auto q = std::make_shared<QuantizedConv2d>(w, b, qc->params(), qc->options().weight, act, wq);
-      lr.weight_rel_rms = weight_error(w_float.defined() ? w_float : w, q->dequantized_weight());
-      lr.scheme = q->scheme();
-      lr.quant_bytes = q->nbytes();
-      repl = q;
+      install(s,
+              std::make_shared<QuantizedConv2d>(w, b, qc->params(), qc->options().weight, act, wq),
+              w_float.defined() ? w_float : w, lr, ctx, rep);
     }
-    repl->set_context(ctx);
-    repl->eval();
-    s.parent->replace_child(s.index, repl);
-    rep.layers.push_back(std::move(lr));
   }
-  model.eval();
-  rep.quant_bytes = model_state_bytes(model);
-  rep.accuracy_after = accuracy_on(model, eval, 256);
+  finish(model, eval, 256, rep);
   return rep;
 }
 

@@ -1,6 +1,14 @@
 // nn::ZeroOptimizer: ZeRO stage 1 (reduce-scatter gradients, shard update, all-gather params).
 #include "frugal/nn/zero.hpp"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string_view>
+
+#include "frugal/core/io.hpp"
+
 namespace frugal::nn {
 
 namespace {
@@ -62,6 +70,21 @@ void ZeroOptimizer::step(const ExecContext& ctx) {
   ++step_;
 }
 
+void ZeroOptimizer::load_shard_state(const OptimizerState& s, const ExecContext& ctx) {
+  inner_->load_state(s, ctx);
+  // The parameters were replaced (load_checkpoint): take this rank's shard of them again, as
+  // the constructor does, so the next inner step updates the loaded values.
+  int64_t off = 0;
+  for (const auto& np : params_) {
+    const int64_t n = np.param->value.numel();
+    flat_.slice(0, off, off + n).copy_from(np.param->value.reshape({n}).cview(), ctx);
+    off += n;
+  }
+  const int64_t shard = shard_elements();
+  shard_.value.copy_from(flat_.slice(0, comm_.rank() * shard, (comm_.rank() + 1) * shard).cview(),
+                         ctx);
+}
+
 std::string ZeroOptimizer::type_name() const { return "ZeRO1<" + inner_->type_name() + ">"; }
 
 int64_t ZeroOptimizer::state_bytes() const {
@@ -79,6 +102,95 @@ std::map<std::string, double> ZeroOptimizer::hyperparameters() const {
   s.erase("lr");
   s.erase("step");
   return s;
+}
+
+std::string zero_shard_path(const std::string& path, int rank, int world_size) {
+  return path + ".zero-" + std::to_string(rank) + "-of-" + std::to_string(world_size);
+}
+
+namespace {
+
+std::string exact(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);  // round-trips a double exactly
+  return buf;
+}
+
+int64_t meta_integer(const SafetensorsFile& f, const std::string& key, const std::string& file) {
+  auto it = f.metadata.find(key);
+  if (it == f.metadata.end())
+    detail::fail(ErrorCode::kIoError, "load_zero_shard", file, " has no metadata '", key, "'");
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(it->second.c_str(), &end, 10);
+  if (it->second.empty() || *end != '\0' || errno != 0)
+    detail::fail(ErrorCode::kIoError, "load_zero_shard", file, " metadata '", key, "' = '",
+                 it->second, "' is not an integer");
+  return v;
+}
+
+}  // namespace
+
+void save_zero_shard(const std::string& path, const ZeroOptimizer& opt) {
+  const int rank = opt.rank(), k = opt.world_size();
+  const std::string file = zero_shard_path(path, rank, k);
+  const OptimizerState st = opt.shard_state();
+  std::map<std::string, Tensor> tensors;
+  for (const auto& [name, t] : st.tensors) tensors["optim." + name] = t;
+  std::map<std::string, std::string> meta{{"zero.rank", std::to_string(rank)},
+                                          {"zero.world_size", std::to_string(k)},
+                                          {"zero.elements", std::to_string(opt.total_elements())},
+                                          {"zero.step", std::to_string(opt.step_count())},
+                                          {"optim.type", opt.inner().type_name()}};
+  for (const auto& [name, v] : st.scalars) meta["optim." + name] = exact(v);
+  const std::vector<uint8_t> bytes = serialize_safetensors(tensors, meta);
+  write_file_atomic(file,
+                    std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                    "save_zero_shard");
+}
+
+void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecContext& ctx) {
+  constexpr const char* op = "load_zero_shard";
+  const int rank = opt.rank(), k = opt.world_size();
+  const std::string file = zero_shard_path(path, rank, k);
+  if (!std::filesystem::exists(file))
+    detail::fail(ErrorCode::kIoError, op, file, " does not exist (was the run saved with ", k,
+                 " ranks?)");
+  SafetensorsFile f;
+  try {
+    f = load_safetensors(file);
+  } catch (const Error& e) {
+    detail::fail(ErrorCode::kIoError, op, file, ": ", e.what());
+  }
+  FRUGAL_REQUIRE(
+      meta_integer(f, "zero.rank", file) == rank && meta_integer(f, "zero.world_size", file) == k,
+      op, file, " was written by another rank or world size");
+  const int64_t elements = meta_integer(f, "zero.elements", file);
+  FRUGAL_REQUIRE(elements == opt.total_elements(), op, file, " shards a model of ", elements,
+                 " elements but this model has ", opt.total_elements());
+  const int64_t step = meta_integer(f, "zero.step", file);
+  FRUGAL_REQUIRE(step == opt.step_count(), op, file, " was saved at step ", step,
+                 " but the checkpoint is at step ", opt.step_count(),
+                 " (the shards and the checkpoint come from different saves)");
+  auto type = f.metadata.find("optim.type");
+  FRUGAL_REQUIRE(type != f.metadata.end() && type->second == opt.inner().type_name(), op, file,
+                 " holds the state of another optimizer than ", opt.inner().type_name());
+  OptimizerState st;
+  for (auto& [name, t] : f.tensors) {
+    FRUGAL_REQUIRE(name.rfind("optim.", 0) == 0, op, file, " has an unexpected tensor '", name,
+                   "'");
+    st.tensors[name.substr(6)] = t;
+  }
+  for (const auto& [key, v] : f.metadata) {
+    if (key.rfind("optim.", 0) != 0 || key == "optim.type") continue;
+    char* end = nullptr;
+    const double d = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0')
+      detail::fail(ErrorCode::kIoError, op, file, " metadata '", key, "' = '", v,
+                   "' is not a number");
+    st.scalars[key.substr(6)] = d;
+  }
+  opt.load_shard_state(st, ctx);
 }
 
 }  // namespace frugal::nn

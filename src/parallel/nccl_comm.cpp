@@ -24,13 +24,14 @@ constexpr int kIdBytes = 128;  // sizeof(ncclUniqueId)
 struct NcclComm::State {
   void* comm = nullptr;  // ncclComm_t; null once aborted
   bool aborted = false;
+  int64_t timeout_ms = 0;  // bound of every poll of the nonblocking communicator
   /// ncclCommAbort: stops the stuck kernels and frees the communicator (the stream may then be
   /// used again); every later operation raises CommError.
   void abort() noexcept {
     if (aborted) return;
     aborted = true;
     try {
-      cu::nccl_comm_destroy(comm, true);
+      cu::nccl_comm_destroy(comm, true, timeout_ms);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "[NcclComm] abort failed: %s\n", e.what());
     }
@@ -89,13 +90,16 @@ NcclComm::NcclComm(const void* id, int nranks, int rank, int device, const CommO
       rank_(rank),
       size_(nranks),
       device_(device) {
-  state_->comm = cu::nccl_comm_init(id, nranks, rank, device);
+  state_->timeout_ms = options.timeout.count();
+  // Nonblocking init bounded by the timeout: a peer that never joins raises Timeout naming
+  // "NcclComm::init" (the communicator is aborted), never a hang.
+  state_->comm = cu::nccl_comm_init(id, nranks, rank, device, state_->timeout_ms, "NcclComm::init");
 }
 
 NcclComm::~NcclComm() {
   if (state_->aborted) return;
   try {
-    cu::nccl_comm_destroy(state_->comm, false);
+    cu::nccl_comm_destroy(state_->comm, false, state_->timeout_ms);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[NcclComm] destroy failed: %s\n", e.what());
   }
@@ -147,7 +151,8 @@ std::shared_ptr<Work> NcclComm::enqueue(const char* op, int kind, const void* se
   if (state_->aborted)
     detail::fail(ErrorCode::kCommError, op,
                  "the NCCL communicator was aborted after an earlier timeout");
-  cu::nccl_enqueue(state_->comm, kind, send, recv, count, dtype, reduce, peer, ctx_.stream);
+  cu::nccl_enqueue(state_->comm, kind, send, recv, count, dtype, reduce, peer, ctx_.stream,
+                   state_->timeout_ms);
   return std::make_shared<NcclWork>(state_, cu::nccl_record(ctx_.stream), op, timeout());
 }
 

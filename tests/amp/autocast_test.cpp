@@ -194,6 +194,81 @@ TEST(Autocast, AttentionMatchesFp32WithinBf16Precision) {
   EXPECT_TRUE(all_close(a16.c_attn().weight().grad, a32.c_attn().weight().grad, 3e-2, 3e-3));
 }
 
+/// Forward + backward of a GPT without blocks (logits = ln_f(wte[tok] + wpe[pos]) W_te^T) with
+/// gradient `g`; returns the logits.
+Tensor gpt_head_step(nn::GPT& model, const Tensor& tokens, const Tensor& g) {
+  model.zero_grad();
+  const Tensor logits = model.forward(tokens);
+  model.backward(g);
+  return logits;
+}
+
+TEST(Autocast, GptHeadFollowsTheGemmPolicy) {
+  nn::GPTConfig cfg;
+  cfg.vocab_size = 11;
+  cfg.block_size = 8;
+  cfg.n_layer = 0;  // the head alone behind ln_f
+  cfg.n_head = 2;
+  cfg.n_embd = 16;
+  cfg.seed = 3;
+  const int64_t b = 2, t = 5, c = 16, v = 11, n = b * t;
+  std::vector<int64_t> ids(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 4 + 1) % v);
+  const Tensor tokens = Tensor::from_vector(ids, {b, t});
+  const Tensor g = random_uniform({b, t, v}, 21);
+  nn::GPT model(cfg);
+  const Tensor w = model.wte().weight().value.clone();  // (V, C)
+  // ln_f's output h (N, C), by the same fp32 layers the model runs (autocast leaves them fp32).
+  std::vector<int64_t> pos(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[static_cast<std::size_t>(i)] = i % t;
+  nn::LayerNorm ln(c);
+  const Tensor x0 =
+      add(model.wte().forward(tokens), model.wpe().forward(Tensor::from_vector(pos, {b, t})));
+  const Tensor h = ln.forward(x0).reshape({n, c});
+
+  // No context: the fp32 GEMM, bit for bit.
+  ::frugal::GemmOptions nt;
+  nt.trans_b = true;
+  const Tensor plain = gpt_head_step(model, tokens, g);
+  EXPECT_TRUE(same_bits(plain.reshape({n, v}), ::frugal::gemm(h, w, nt)));
+
+  for (DType low : {DType::kBF16, DType::kF16}) {
+    Tensor logits;
+    {
+      AmpContext ac(default_policy(low));
+      logits = gpt_head_step(model, tokens, g);
+    }
+    EXPECT_EQ(logits.dtype(), DType::kF32);
+    const Tensor hr = rounded(h, low), wr = rounded(w, low);
+    const Tensor gr = rounded(g.reshape({n, v}), low);
+    // fp32 accumulation of 16 exact products of rounded operands vs double: a few fp32 ulps.
+    EXPECT_TRUE(all_close(logits.reshape({n, v}), ref_gemm(hr, wr, false, true), 1e-5, 1e-6))
+        << dtype_name(low);
+    // Backward: dh = g W (rounded operands) through ln_f into both embeddings; W_te's gradient
+    // is the head's g^T h plus the embedding's scatter of dx0.
+    const Tensor dh = ref_gemm(gr, wr, false, false).to(DType::kF32);  // (N, C)
+    ln.forward(x0);
+    const std::vector<float> dx0 = ln.backward(dh.reshape({b, t, c})).to_vector<float>();
+    std::vector<double> gw = ref_gemm(gr, hr, true, false).to_vector<double>();  // (V, C)
+    std::vector<double> gp(static_cast<std::size_t>(cfg.block_size * c), 0.0);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < c; ++j) {
+        const double d = dx0[static_cast<std::size_t>(r * c + j)];
+        gw[static_cast<std::size_t>(ids[static_cast<std::size_t>(r)] * c + j)] += d;
+        gp[static_cast<std::size_t>((r % t) * c + j)] += d;
+      }
+    }
+    // The fp32 dh (ulps off the double product) passes through LayerNorm's backward.
+    EXPECT_TRUE(all_close(model.wte().weight().grad, Tensor::from_vector(gw, {v, c}), 1e-4, 1e-6))
+        << dtype_name(low);
+    EXPECT_TRUE(all_close(model.wpe().weight().grad, Tensor::from_vector(gp, {cfg.block_size, c}),
+                          1e-4, 1e-6))
+        << dtype_name(low);
+  }
+  // Back without a context: fp32 again, bit for bit.
+  EXPECT_TRUE(same_bits(gpt_head_step(model, tokens, g), plain));
+}
+
 /// Peak frugal host bytes of one forward + backward of the small character GPT above what was
 /// allocated before it (parameters, gradients, weight copies): the step's activation memory.
 int64_t gpt_step_activation_bytes(bool autocast) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "frugal/amp/autocast.hpp"
 #include "frugal/core.hpp"
+#include "frugal/core/philox.hpp"
 #include "frugal/nn/checkpoint.hpp"
 #include "frugal/nn/linear.hpp"
 #include "frugal/nn/models.hpp"
@@ -212,6 +214,48 @@ TEST(AdamWBf16Moments, FiftyStepsStayCloseToTheFp32Reference) {
     // Each stored moment has relative error <= 2^-8 (stochastic) or 2^-9 (nearest), so each
     // update m / sqrt(v) is off by < 1%: 50 updates of size <= lr stay within 50 * lr * 1%.
     EXPECT_TRUE(all_close(b[0], a[0], 0.0, 50 * 1e-3 * 1e-2)) << "stochastic " << stochastic;
+  }
+}
+
+TEST(AdamWBf16Moments, StochasticRoundingFollowsTheDocumentedPhiloxStream) {
+  // docs/amp.md: element i of exp_avg takes bits [16 (i % 8), +16) of Philox(counter = i / 8 +
+  // offset, key = seed) (x | y << 32 | z << 64 | w << 96); exp_avg_sq starts at offset +
+  // ceil(n / 8); a step consumes 2 ceil(n / 8) counters (offset 0 at the first step). The
+  // reference rounds by hand: add the 16 bits to the fp32 bits and truncate.
+  const int64_t n = 37;  // not a multiple of 8
+  const uint64_t seed = 7;
+  nn::Parameter p{Tensor::zeros({n}), random_uniform({n}, 5, -1.f, 1.f), true};
+  nn::AdamWOptions o;
+  o.moments_dtype = DType::kBF16;
+  o.stochastic_rounding = true;
+  o.seed = seed;
+  nn::AdamW opt({{"p", &p}}, o);
+  const std::vector<float> g = p.grad.to_vector<float>();
+  const auto bits16 = [&](uint64_t offset, uint64_t i) {
+    const Uint4 b = Philox4x32::generate(philox_counter(i / 8, offset), seed);
+    const uint32_t words[4] = {b.x, b.y, b.z, b.w};
+    return (words[(i % 8) / 2] >> (16 * (i % 2))) & 0xFFFFu;
+  };
+  const auto sr = [](float x, uint32_t r) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return static_cast<uint16_t>((u + r) >> 16);  // no overflow for these magnitudes
+  };
+  const uint64_t blocks = (static_cast<uint64_t>(n) + 7) / 8;
+  opt.step();
+  const nn::OptimizerState st = opt.state();
+  const Tensor m = st.tensors.at("p.exp_avg"), v = st.tensors.at("p.exp_avg_sq");
+  const auto* mb = static_cast<const uint16_t*>(m.data_ptr());
+  const auto* vb = static_cast<const uint16_t*>(v.data_ptr());
+  for (int64_t i = 0; i < n; ++i) {
+    const auto e = static_cast<uint64_t>(i);
+    const float gi = g[static_cast<std::size_t>(i)];
+    // First step from zero moments: m = (1 - beta1) g, v = (1 - beta2) g^2, one rounding each
+    // in fp32 whether or not the compiler fuses the multiply-adds (the addends are 0).
+    const float mi = static_cast<float>(1.0 - 0.9) * gi;
+    const float vi = static_cast<float>(1.0 - 0.999) * (gi * gi);
+    EXPECT_EQ(mb[i], sr(mi, bits16(0, e))) << i;
+    EXPECT_EQ(vb[i], sr(vi, bits16(blocks, e))) << i;
   }
 }
 

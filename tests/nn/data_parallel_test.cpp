@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 
 #include "frugal/nn/activation.hpp"
@@ -17,6 +18,7 @@
 #include "frugal/nn/train.hpp"
 #include "frugal/nn/zero.hpp"
 #include "frugal/parallel/thread_comm.hpp"
+#include "parallel/dp_support.hpp"
 #include "support/check.hpp"
 #include "support/tolerance.hpp"
 
@@ -42,23 +44,8 @@ std::pair<Tensor, Tensor> batch(int s, DType t) {
           testing::random_uniform({kBatch, kOut}, 2000 + s).to(t)};
 }
 
-SgdOptions sgd() {
-  SgdOptions o;
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  o.weight_decay = 1e-3;
-  return o;
-}
-
-void train_step(Module& m, Optimizer& opt, const Tensor& x, const Tensor& y, DataParallel* dp) {
-  MSELoss loss;
-  m.zero_grad();
-  Tensor pred = m.forward(x);
-  loss.forward(pred, y);
-  m.backward(loss.backward());
-  if (dp) dp->finish_gradient_sync();
-  opt.step();
-}
+using testing::dp_sgd;
+using testing::dp_train_step;
 
 std::vector<std::vector<double>> params_of(Module& m) {
   std::vector<std::vector<double>> out;
@@ -68,10 +55,10 @@ std::vector<std::vector<double>> params_of(Module& m) {
 
 std::vector<std::vector<double>> train_single(DType t) {
   auto m = make_mlp(7, t);
-  SGD opt(m->named_parameters(), sgd());
+  SGD opt(m->named_parameters(), dp_sgd());
   for (int s = 0; s < kSteps; ++s) {
     auto [x, y] = batch(s, t);
-    train_step(*m, opt, x, y, nullptr);
+    dp_train_step(*m, opt, x, y, nullptr);
   }
   return params_of(*m);
 }
@@ -83,13 +70,13 @@ std::vector<std::vector<std::vector<double>>> train_parallel(int k, DType t,
     // A different seed per rank: the constructor's broadcast must make rank 0's replica win.
     auto m = make_mlp(comm.rank() == 0 ? 7 : 50 + comm.rank(), t);
     DataParallel dp(*m, comm, o);
-    SGD opt(m->named_parameters(), sgd());
+    SGD opt(m->named_parameters(), dp_sgd());
     const int64_t rows = kBatch / k;
     for (int s = 0; s < kSteps; ++s) {
       auto [x, y] = batch(s, t);
       Tensor xs = x.slice(0, comm.rank() * rows, (comm.rank() + 1) * rows).contiguous();
       Tensor ys = y.slice(0, comm.rank() * rows, (comm.rank() + 1) * rows).contiguous();
-      train_step(*m, opt, xs, ys, &dp);
+      dp_train_step(*m, opt, xs, ys, &dp);
       if (o.overlap)
         EXPECT_EQ(dp.stats().launched_in_backward, dp.stats().buckets);
       else
@@ -219,9 +206,9 @@ TEST(DataParallel, BadInput) {
     }
     // World size 1 trains like a single worker.
     DataParallel dp(*m, comm);
-    SGD opt(m->named_parameters(), sgd());
+    SGD opt(m->named_parameters(), dp_sgd());
     auto [x, y] = batch(0, DType::kF32);
-    train_step(*m, opt, x, y, &dp);
+    dp_train_step(*m, opt, x, y, &dp);
   });
 }
 
@@ -279,7 +266,7 @@ TEST(DataParallel, StalenessAppliesTheAveragedGradientSStepsLate) {
     // Reference: one worker with the full batch applies at step t the gradient of step t - s,
     // computed at the parameters of step t - s (no update for t < s).
     auto ref = make_mlp(7, DType::kF64);
-    SgdOptions so = sgd();
+    SgdOptions so = dp_sgd();
     SGD ropt(ref->named_parameters(), so);
     std::deque<std::vector<Tensor>> grads;
     MSELoss loss;
@@ -344,7 +331,7 @@ TEST(DataParallel, LocalSgdWithPeriodOneEqualsSynchronousPlainSgd) {
         auto [x, y] = batch(t, DType::kF64);
         Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
         Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
-        train_step(*m, opt, xs, ys, nullptr);
+        dp_train_step(*m, opt, xs, ys, nullptr);
         avg.after_step();
       }
       EXPECT_EQ(avg.averages(), 6 / h);
@@ -362,7 +349,7 @@ TEST(DataParallel, LocalSgdWithPeriodOneEqualsSynchronousPlainSgd) {
       auto [x, y] = batch(t, DType::kF64);
       Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
       Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
-      train_step(*m, opt, xs, ys, &dp);
+      dp_train_step(*m, opt, xs, ys, &dp);
     }
     if (comm.rank() == 0) dp_params = params_of(*m);
   });
@@ -378,7 +365,7 @@ TEST(DataParallel, LocalSgdReplicasAreIdenticalAfterEachAverage) {
       auto [x, y] = batch(t, DType::kF32);
       Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
       Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
-      train_step(*m, opt, xs, ys, nullptr);
+      dp_train_step(*m, opt, xs, ys, nullptr);
       if (avg.after_step()) {
         DataParallelOptions o;
         auto before = params_of(*m);
@@ -397,7 +384,7 @@ TEST(DataParallel, ZeroStage1EqualsDataParallel) {
     for (bool adam : {false, true}) {
       auto make_opt = [&](const std::vector<NamedParameter>& p) -> std::unique_ptr<Optimizer> {
         if (adam) return std::make_unique<AdamW>(p, AdamWOptions{});
-        return std::make_unique<SGD>(p, sgd());
+        return std::make_unique<SGD>(p, dp_sgd());
       };
       std::vector<std::vector<double>> dp_params;
       int64_t full_state = 0;
@@ -408,8 +395,8 @@ TEST(DataParallel, ZeroStage1EqualsDataParallel) {
         for (int t = 0; t < kSteps; ++t) {
           auto [x, y] = batch(t, DType::kF64);
           const int64_t rows = kBatch / k, lo = comm.rank() * rows;
-          train_step(*m, *opt, x.slice(0, lo, lo + rows).contiguous(),
-                     y.slice(0, lo, lo + rows).contiguous(), &dp);
+          dp_train_step(*m, *opt, x.slice(0, lo, lo + rows).contiguous(),
+                        y.slice(0, lo, lo + rows).contiguous(), &dp);
         }
         if (comm.rank() == 0) {
           dp_params = params_of(*m);
@@ -422,8 +409,8 @@ TEST(DataParallel, ZeroStage1EqualsDataParallel) {
         for (int t = 0; t < kSteps; ++t) {
           auto [x, y] = batch(t, DType::kF64);
           const int64_t rows = kBatch / k, lo = comm.rank() * rows;
-          train_step(*m, opt, x.slice(0, lo, lo + rows).contiguous(),
-                     y.slice(0, lo, lo + rows).contiguous(), nullptr);
+          dp_train_step(*m, opt, x.slice(0, lo, lo + rows).contiguous(),
+                        y.slice(0, lo, lo + rows).contiguous(), nullptr);
         }
         SCOPED_TRACE(::testing::Message() << "K=" << k << " adam=" << adam);
         expect_close(params_of(*m), dp_params, 1e-12);  // f64: summation order only
@@ -446,7 +433,7 @@ TEST(DataParallel, CheckpointOfRankZeroResumesEveryRank) {
       auto [x, y] = batch(t, DType::kF32);
       Tensor xs = x.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
       Tensor ys = y.slice(0, comm.rank() * 4, comm.rank() * 4 + 4).contiguous();
-      train_step(m, opt, xs, ys, &dp);
+      dp_train_step(m, opt, xs, ys, &dp);
     }
   };
   std::vector<std::vector<std::vector<double>>> straight(2), resumed(2);
@@ -472,6 +459,70 @@ TEST(DataParallel, CheckpointOfRankZeroResumesEveryRank) {
   });
   for (int r = 0; r < 2; ++r) EXPECT_EQ(resumed[r], straight[r]);  // same ops, same order
   std::remove(path.c_str());
+}
+
+TEST(DataParallel, ZeroCheckpointResumesBitIdentical) {
+  const std::string path = ::testing::TempDir() + "/zero_checkpoint.safetensors";
+  auto make_opt = [](const std::vector<NamedParameter>& p) -> std::unique_ptr<Optimizer> {
+    return std::make_unique<AdamW>(p, AdamWOptions{});  // moments and step: state that matters
+  };
+  auto step_range = [&](parallel::Communicator& comm, Module& m, Optimizer& opt, int from, int to) {
+    const int64_t rows = kBatch / comm.size(), lo = comm.rank() * rows;
+    for (int t = from; t < to; ++t) {
+      auto [x, y] = batch(t, DType::kF32);
+      dp_train_step(m, opt, x.slice(0, lo, lo + rows).contiguous(),
+                    y.slice(0, lo, lo + rows).contiguous(), nullptr);
+    }
+  };
+  for (int k : {2, 4}) {  // 435 parameters: padded shards for both
+    SCOPED_TRACE(::testing::Message() << "K=" << k);
+    std::vector<std::vector<std::vector<double>>> straight(k), resumed(k);
+    parallel::run_workers(k, [&](parallel::Communicator& comm) {
+      auto m = make_mlp(7, DType::kF32);
+      ZeroOptimizer opt(*m, comm, make_opt);
+      step_range(comm, *m, opt, 0, 3);
+      TrainState st;
+      st.step = 3;
+      save_parallel_checkpoint(path, comm, *m, &opt, st);
+      step_range(comm, *m, opt, 3, 6);
+      straight[comm.rank()] = params_of(*m);
+    });
+    for (int r = 0; r < k; ++r)
+      EXPECT_TRUE(std::filesystem::exists(zero_shard_path(path, r, k))) << "rank " << r;
+    parallel::run_workers(k, [&](parallel::Communicator& comm) {
+      auto m = make_mlp(20 + comm.rank(), DType::kF32);  // fresh, different replicas
+      ZeroOptimizer opt(*m, comm, make_opt);
+      const TrainState st = load_parallel_checkpoint(path, comm, *m, &opt);
+      EXPECT_EQ(st.step, 3);
+      EXPECT_EQ(opt.step_count(), 3);
+      EXPECT_EQ(opt.inner().step_count(), 3);  // AdamW's bias correction continues
+      step_range(comm, *m, opt, static_cast<int>(st.step), 6);
+      resumed[comm.rank()] = params_of(*m);
+    });
+    for (int r = 0; r < k; ++r) EXPECT_EQ(resumed[r], straight[r]);  // same ops, same order
+  }
+  // Resuming the K = 4 checkpoint with 2 ranks: no shard files for that world size.
+  for (int r = 0; r < 2; ++r) std::remove(zero_shard_path(path, r, 2).c_str());
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = make_mlp(7, DType::kF32);
+    ZeroOptimizer opt(*m, comm, make_opt);
+    testing::expect_error([&] { load_parallel_checkpoint(path, comm, *m, &opt); },
+                          ErrorCode::kIoError, "load_zero_shard");
+  });
+  // Shards from another save than the main file (a crash between the two writes): refused.
+  parallel::run_workers(2, [&](parallel::Communicator& comm) {
+    auto m = make_mlp(7, DType::kF32);
+    ZeroOptimizer opt(*m, comm, make_opt);
+    step_range(comm, *m, opt, 0, 1);
+    save_zero_shard(path, opt);  // shards at step 1; the main file says step 3
+    auto fresh = make_mlp(7, DType::kF32);
+    ZeroOptimizer opt2(*fresh, comm, make_opt);
+    testing::expect_error([&] { load_parallel_checkpoint(path, comm, *fresh, &opt2); },
+                          ErrorCode::kInvalidArgument, "load_zero_shard");
+  });
+  std::remove(path.c_str());
+  for (int k : {2, 4})
+    for (int r = 0; r < k; ++r) std::remove(zero_shard_path(path, r, k).c_str());
 }
 
 TEST(DataParallel, ModelsThatDifferAcrossRanksAreReported) {

@@ -397,6 +397,53 @@ TEST(DistilledStudent, PassesTheKdLossGradient) {
                         "DistilledStudent");
 }
 
+TEST(DistilledStudent, FeatureHintMatchesTheDistillerStep) {
+  // The same hint configuration through the loop wrapper and through Distiller::step gives the
+  // same student and adapter gradients (SGD with lr 0 leaves them in place after the step).
+  const Split s = blobs();
+  auto teacher = mlp(16, 32, 8, 1100);
+  train_ce(*teacher, s.train, 2, 3e-3, 11);
+  const Tensor x = s.train.inputs.slice(0, 0, 50).contiguous();
+  const Tensor y = s.train.labels.slice(0, 0, 50).contiguous();
+  auto make = [&](std::shared_ptr<Sequential>& student, std::shared_ptr<FeatureAdapter>& adapter,
+                  DistillerOptions& o) {
+    student = mlp(16, 8, 8, 1101);
+    adapter = FeatureAdapter::linear(8, 32, 1102);
+    o.temperature = 3.0;
+    o.alpha = 0.7;
+    o.hint_student_layer = 1;
+    o.hint_teacher_layer = 1;
+    o.hint_weight = 0.5;
+    o.adapter = adapter;
+  };
+  std::shared_ptr<Sequential> s1, s2;
+  std::shared_ptr<FeatureAdapter> a1, a2;
+  DistillerOptions o1, o2;
+  make(s1, a1, o1);
+  make(s2, a2, o2);
+  std::vector<NamedParameter> p1 = s1->named_parameters("student.");
+  for (const NamedParameter& p : a1->named_parameters("adapter.")) p1.push_back(p);
+  SgdOptions lr0;
+  lr0.lr = 0.0;
+  SGD opt1(p1, lr0);
+  Distiller d(s1, teacher, opt1, o1);
+  const DistillStepResult r = d.step(Batch{x, y, {}});
+
+  DistilledStudent wrapped(s2, teacher, o2);
+  const auto p2 = wrapped.named_parameters();
+  ASSERT_EQ(p1.size(), p2.size());  // the adapter's parameters come with the wrapper's
+  wrapped.zero_grad();
+  wrapped.train();
+  SoftmaxCrossEntropy ce;
+  ce.forward(wrapped.forward(x), y);
+  wrapped.backward(ce.backward());
+  EXPECT_NEAR(wrapped.last_hint(), r.hint, 1e-6 * r.hint);  // the same f32 op on the same data
+  for (std::size_t i = 0; i < p1.size(); ++i) {
+    // The wrapper adds the KD and CE gradients in two f32 steps, the step in one kernel.
+    EXPECT_TRUE(testing::all_close(p2[i].param->grad, p1[i].param->grad, 1e-4, 1e-7)) << p1[i].name;
+  }
+}
+
 TEST(DistilledGpt, TrainsInTheGptLoopAndLeavesTheTeacherUntouched) {
   std::string text;
   for (int i = 0; i < 8; ++i)
@@ -457,6 +504,11 @@ TEST(DistilledStudent, BadInput) {
   o = {};
   o.hint_student_layer = 0;
   o.hint_teacher_layer = 0;
+  testing::expect_error([&] { DistilledStudent(student, std::make_shared<Linear>(4, 3), o); },
+                        ErrorCode::kInvalidArgument, "DistilledStudent");
+  testing::expect_error([&] { DistilledGpt(char_gpt_config(8, CharGptSize::kTiny), teacher, o); },
+                        ErrorCode::kInvalidArgument, "DistilledGpt");
+  o.hint_student_layer = 3;
   testing::expect_error([&] { DistilledStudent(student, teacher, o); }, ErrorCode::kInvalidArgument,
                         "DistilledStudent");
   o = {};

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "frugal/core/ops.hpp"
@@ -23,16 +25,13 @@ namespace {
 
 using frugal::testing::all_close;
 using frugal::testing::expect_error;
+using frugal::testing::host_f64;
 using frugal::testing::numeric_grad;
 using frugal::testing::random_f64;
 using frugal::testing::random_uniform;
 using quant::Granularity;
 using quant::QParams;
 using quant::QuantSpec;
-
-std::vector<double> host(const Tensor& t) {
-  return t.to(Device::cpu()).to(DType::kF64).contiguous().to_vector<double>();
-}
 
 /// Index of the (scale, zero point) of element (r, c) of a (rows, cols) tensor under `spec`.
 int64_t param_index(const QuantSpec& spec, int64_t r, int64_t c, int64_t cols) {
@@ -47,39 +46,41 @@ int64_t param_index(const QuantSpec& spec, int64_t r, int64_t c, int64_t cols) {
   return 0;
 }
 
-/// Scalar fake quantization (clamp(rint(v / s) + z) - z) s of a (rows, cols) tensor, in double
-/// with the float division of the spec (v / s rounded to float for f32 data).
-std::vector<double> fq_ref(const std::vector<double>& v, int64_t cols, const QuantSpec& spec,
-                           const QParams& qp, bool f32) {
-  const auto s = host(qp.scale);
-  const auto z = host(qp.zero_point);
+/// out[i] = f(v[i], s, z, qmin, qmax) with the scale s and zero point z of element i of a
+/// (rows, cols) tensor under `spec`.
+template <class F>
+std::vector<double> map_quantized(const std::vector<double>& v, int64_t cols, const QuantSpec& spec,
+                                  const QParams& qp, F f) {
+  const auto s = host_f64(qp.scale);
+  const auto z = host_f64(qp.zero_point);
+  const double lo = static_cast<double>(spec.qmin()), hi = static_cast<double>(spec.qmax());
   std::vector<double> out(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) {
     const int64_t k =
         param_index(spec, static_cast<int64_t>(i) / cols, static_cast<int64_t>(i) % cols, cols);
-    double t = f32 ? static_cast<double>(static_cast<float>(v[i]) / static_cast<float>(s[k]))
-                   : v[i] / s[k];
-    const double code = std::clamp(std::nearbyint(t) + z[k], static_cast<double>(spec.qmin()),
-                                   static_cast<double>(spec.qmax()));
-    out[i] = (code - z[k]) * s[k];
+    out[i] = f(v[i], s[k], z[k], lo, hi);
   }
   return out;
+}
+
+/// Scalar fake quantization (clamp(rint(v / s) + z) - z) s of a (rows, cols) tensor, in double
+/// with the float division of the spec (v / s rounded to float for f32 data).
+std::vector<double> fq_ref(const std::vector<double>& v, int64_t cols, const QuantSpec& spec,
+                           const QParams& qp, bool f32) {
+  return map_quantized(
+      v, cols, spec, qp, [f32](double x, double s, double z, double lo, double hi) {
+        const double t =
+            f32 ? static_cast<double>(static_cast<float>(x) / static_cast<float>(s)) : x / s;
+        return (std::clamp(std::nearbyint(t) + z, lo, hi) - z) * s;
+      });
 }
 
 /// The STE surrogate (clamp(v / s + z) - z) s, differentiable away from the clamp edges.
 std::vector<double> surrogate(const std::vector<double>& v, int64_t cols, const QuantSpec& spec,
                               const QParams& qp) {
-  const auto s = host(qp.scale);
-  const auto z = host(qp.zero_point);
-  std::vector<double> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const int64_t k =
-        param_index(spec, static_cast<int64_t>(i) / cols, static_cast<int64_t>(i) % cols, cols);
-    const double u = std::clamp(v[i] / s[k] + z[k], static_cast<double>(spec.qmin()),
-                                static_cast<double>(spec.qmax()));
-    out[i] = (u - z[k]) * s[k];
-  }
-  return out;
+  return map_quantized(v, cols, spec, qp, [](double x, double s, double z, double lo, double hi) {
+    return (std::clamp(x / s + z, lo, hi) - z) * s;
+  });
 }
 
 /// y (n, out) = x (n, in) w (out, in)^T + b in double.
@@ -98,6 +99,39 @@ std::vector<double> matmul_t(const std::vector<double>& x, const std::vector<dou
 
 Tensor t64(const std::vector<double>& v, Shape s) { return Tensor::from_vector(v, s); }
 
+/// v rounded to the nearest f16 (ties to even) for magnitudes in f16's normal range: 11
+/// significant bits.
+double round_f16(double v) {
+  int e = 0;
+  const double m = std::frexp(v, &e);  // v = m 2^e, 0.5 <= |m| < 1
+  return std::ldexp(std::nearbyint(std::ldexp(m, 11)), e - 11);
+}
+
+/// The per-channel parameters a quantized layer uses for the (out, K) weight w2 when none are
+/// given: the min-max scales rounded to f16 (the layer stores them as f16).
+QParams f16_minmax_qparams(const Tensor& w2) {
+  QParams q = quant::minmax_qparams(w2, int8_weight_spec());
+  std::vector<double> s = host_f64(q.scale);
+  for (double& v : s) v = round_f16(v);
+  q.scale = t64(s, q.scale.shape()).to(DType::kF32);  // exact: f16 values
+  return q;
+}
+
+/// The dequantized int8 per-channel weight (out, K) on the f16-rounded min-max grid.
+std::vector<double> int8_weight_ref(const Tensor& w2) {
+  return fq_ref(host_f64(w2), w2.dim(1), int8_weight_spec(), f16_minmax_qparams(w2), true);
+}
+
+/// Expects m.forward(x) to throw `code` from [op].
+void expect_forward_error(Module& m, const Tensor& x, ErrorCode code, const std::string& op) {
+  expect_error([&] { (void)m.forward(x); }, code, op);
+}
+
+/// Expects m.backward(g) to throw `code` from [op].
+void expect_backward_error(Module& m, const Tensor& g, ErrorCode code, const std::string& op) {
+  expect_error([&] { (void)m.backward(g); }, code, op);
+}
+
 // ---- QAT ----------------------------------------------------------------------------------------
 
 TEST(QatLinear, ForwardEqualsFakeQuantizeReference) {
@@ -113,9 +147,9 @@ TEST(QatLinear, ForwardEqualsFakeQuantizeReference) {
     const QParams aq = quant::minmax_qparams(x, int8_activation_spec());
     EXPECT_TRUE(all_close(q.weight_qparams().scale, wq.scale, 0, 0));
     EXPECT_TRUE(all_close(q.input_qparams().scale, aq.scale, 0, 0));
-    const auto xq = fq_ref(host(x), 8, int8_activation_spec(), aq, true);
-    const auto wfq = fq_ref(host(lin.weight().value), 8, wspec, wq, true);
-    const auto ref = matmul_t(xq, wfq, host(lin.bias()->value), 6, 8, 5);
+    const auto xq = fq_ref(host_f64(x), 8, int8_activation_spec(), aq, true);
+    const auto wfq = fq_ref(host_f64(lin.weight().value), 8, wspec, wq, true);
+    const auto ref = matmul_t(xq, wfq, host_f64(lin.bias()->value), 6, 8, 5);
     // f32 GEMM of 8 terms against a double sum.
     EXPECT_TRUE(all_close(y.to(DType::kF64), t64(ref, {6, 5}), 1e-5, 1e-5));
   }
@@ -146,32 +180,33 @@ TEST(QatLinear, BackwardMatchesSurrogateFiniteDifferences) {
     const Tensor g = random_f64({5, 4}, 4);
     q.zero_grad();
     const Tensor gx = q.backward(g);
-    const auto b = host(q.bias()->value);
-    const auto xq = fq_ref(host(x), 6, int8_activation_spec(), aq, false);
-    const auto wfq = fq_ref(host(w), 6, wspec, wq, false);
+    const auto b = host_f64(q.bias()->value);
+    const auto xq = fq_ref(host_f64(x), 6, int8_activation_spec(), aq, false);
+    const auto wfq = fq_ref(host_f64(w), 6, wspec, wq, false);
     // Forward in double against the scalar reference.
     EXPECT_TRUE(all_close(y, t64(matmul_t(xq, wfq, b, 5, 6, 4), {5, 4}), 1e-12, 1e-12));
     Tensor xv = x.clone();
     const Tensor ngx = numeric_grad(
         xv,
         [&] {
-          return t64(matmul_t(surrogate(host(xv), 6, int8_activation_spec(), aq), wfq, b, 5, 6, 4),
-                     {5, 4});
+          return t64(
+              matmul_t(surrogate(host_f64(xv), 6, int8_activation_spec(), aq), wfq, b, 5, 6, 4),
+              {5, 4});
         },
         g);
     // Central differences of a piecewise-linear function away from its kinks: exact up to
     // rounding (~1e-10 at h = 1e-5).
     EXPECT_TRUE(all_close(gx, ngx, 1e-7, 1e-8));
-    EXPECT_EQ(host(gx)[0], 0.0);  // clamped input: no gradient
+    EXPECT_EQ(host_f64(gx)[0], 0.0);  // clamped input: no gradient
     Tensor wv = w.clone();
     const Tensor ngw = numeric_grad(
         wv,
         [&] {
-          return t64(matmul_t(xq, surrogate(host(wv), 6, wspec, wq), b, 5, 6, 4), {5, 4});
+          return t64(matmul_t(xq, surrogate(host_f64(wv), 6, wspec, wq), b, 5, 6, 4), {5, 4});
         },
         g);
     EXPECT_TRUE(all_close(q.weight().grad, ngw, 1e-7, 1e-8));
-    EXPECT_EQ(host(q.weight().grad)[1], 0.0);  // clamped weight: no gradient
+    EXPECT_EQ(host_f64(q.weight().grad)[1], 0.0);  // clamped weight: no gradient
   }
 }
 
@@ -184,7 +219,7 @@ TEST(QatLinear, ObservesDuringWarmupThenFreezes) {
   std::vector<float> scales;
   for (int step = 0; step < 5; ++step) {
     (void)q.forward(random_uniform({8, 4}, step, -1.f - step, 1.f + step));
-    scales.push_back(host(q.input_qparams().scale)[0]);
+    scales.push_back(host_f64(q.input_qparams().scale)[0]);
   }
   EXPECT_NE(scales[1], scales[0]);
   EXPECT_NE(scales[2], scales[1]);
@@ -193,17 +228,17 @@ TEST(QatLinear, ObservesDuringWarmupThenFreezes) {
   EXPECT_EQ(scales[3], scales[2]);  // step 4 is past the warm-up
   EXPECT_EQ(scales[4], scales[2]);
   // Frozen weight range: changing the weight no longer changes its parameters.
-  const auto ws = host(q.weight_qparams().scale);
+  const auto ws = host_f64(q.weight_qparams().scale);
   q.weight().value.fill(5.0);
-  EXPECT_EQ(host(q.weight_qparams().scale), ws);
+  EXPECT_EQ(host_f64(q.weight_qparams().scale), ws);
   // Evaluation forwards never observe.
   Linear lin2(4, 3, true, 1);
   QatLinear e(lin2, o);
   (void)e.forward(random_uniform({8, 4}, 0));
   e.eval();
-  const auto s0 = host(e.input_qparams().scale);
+  const auto s0 = host_f64(e.input_qparams().scale);
   (void)e.forward(random_uniform({8, 4}, 1, -9.f, 9.f));
-  EXPECT_EQ(host(e.input_qparams().scale), s0);
+  EXPECT_EQ(host_f64(e.input_qparams().scale), s0);
 }
 
 TEST(QatLinear, LearnedScaleGetsLsqGradientAfterFreeze) {
@@ -220,7 +255,7 @@ TEST(QatLinear, LearnedScaleGetsLsqGradientAfterFreeze) {
   double n = 0;
   for (const NamedParameter& p : q.named_parameters()) {
     if (p.name == "weight_scale" || p.name == "input_scale") {
-      for (double v : host(p.param->grad)) n += std::abs(v);
+      for (double v : host_f64(p.param->grad)) n += std::abs(v);
     }
   }
   EXPECT_GT(n, 0.0);
@@ -242,8 +277,8 @@ TEST(QatConv2d, ForwardAndBackwardMatchReferences) {
   Tensor x = random_f64({2, 2, 5, 5}, 2, -0.8f, 0.8f);
   const Tensor y = q.forward(x);
   const Tensor w = q.weight().value;
-  const auto wfq = fq_ref(host(w), 18, o.weight, wq, false);
-  const auto xq = fq_ref(host(x), 50, int8_activation_spec(), aq, false);
+  const auto wfq = fq_ref(host_f64(w), 18, o.weight, wq, false);
+  const auto xq = fq_ref(host_f64(x), 50, int8_activation_spec(), aq, false);
   const Tensor yref = conv2d(t64(xq, x.shape()), t64(wfq, w.shape()), q.bias()->value, q.params());
   // Same conv2d on identical fake-quantized operands.
   EXPECT_TRUE(all_close(y, yref, 1e-12, 1e-12));
@@ -254,7 +289,7 @@ TEST(QatConv2d, ForwardAndBackwardMatchReferences) {
   const Tensor ngx = numeric_grad(
       xv,
       [&] {
-        return conv2d(t64(surrogate(host(xv), 50, int8_activation_spec(), aq), x.shape()),
+        return conv2d(t64(surrogate(host_f64(xv), 50, int8_activation_spec(), aq), x.shape()),
                       t64(wfq, w.shape()), q.bias()->value, q.params());
       },
       g);
@@ -264,7 +299,7 @@ TEST(QatConv2d, ForwardAndBackwardMatchReferences) {
   const Tensor ngw = numeric_grad(
       wv,
       [&] {
-        return conv2d(t64(xq, x.shape()), t64(surrogate(host(wv), 18, o.weight, wq), w.shape()),
+        return conv2d(t64(xq, x.shape()), t64(surrogate(host_f64(wv), 18, o.weight, wq), w.shape()),
                       q.bias()->value, q.params());
       },
       g);
@@ -277,16 +312,9 @@ TEST(QatLayers, BadInput) {
   o.activation.granularity = Granularity::kPerChannel;
   expect_error([&] { QatLinear q(lin, o); }, ErrorCode::kInvalidArgument, "QatLinear");
   QatLinear q(lin);
-  expect_error(
-      [&] {
-        (void)q.forward(Tensor::zeros({2, 7}));
-      },
-      ErrorCode::kInvalidArgument, "QatLinear");
-  expect_error(
-      [&] {
-        (void)q.backward(Tensor::zeros({2, 4}));
-      },
-      ErrorCode::kInvalidArgument, "QatLinear::backward");
+  expect_forward_error(q, Tensor::zeros({2, 7}), ErrorCode::kInvalidArgument, "QatLinear");
+  expect_backward_error(q, Tensor::zeros({2, 4}), ErrorCode::kInvalidArgument,
+                        "QatLinear::backward");
   expect_error([&] { (void)q.input_qparams(); }, ErrorCode::kInvalidArgument, "QatLinear");
 }
 
@@ -300,13 +328,36 @@ TEST(QuantizedLinear, W8A8MatchesDequantizedReference) {
   QuantizedLinear q(w, b, int8_weight_spec(), ActivationQuant{int8_activation_spec(), aq});
   EXPECT_EQ(q.qweight().codes.dtype(), DType::kI8);
   EXPECT_EQ(q.scheme(), "w8a8");
+  // The weight on the f16-rounded min-max grid, exactly.
+  const auto wq = int8_weight_ref(w);
+  EXPECT_EQ(host_f64(q.qweight().qparams.scale), host_f64(f16_minmax_qparams(w).scale));
+  EXPECT_EQ(host_f64(q.dequantized_weight()), wq);
   const Tensor y = q.forward(x);
-  const auto xq = fq_ref(host(x), 40, int8_activation_spec(), aq, true);
-  const auto ref = matmul_t(xq, host(q.dequantized_weight()), host(b), 5, 40, 7);
+  const auto xq = fq_ref(host_f64(x), 40, int8_activation_spec(), aq, true);
+  const auto ref = matmul_t(xq, wq, host_f64(b), 5, 40, 7);
   // Exact int32 sums, one f32 product and add in the epilogue.
   EXPECT_TRUE(all_close(y.to(DType::kF64), t64(ref, {5, 7}), 1e-5, 1e-5));
-  // Size: 280 i8 codes + 7 f32 scales + 7 f32 biases + input scale and zero point.
-  EXPECT_EQ(q.nbytes(), 280 + 28 + 28 + 8);
+  // Size: 280 i8 codes + 7 f16 scales + 7 f32 biases + input scale and zero point.
+  EXPECT_EQ(q.nbytes(), 280 + 14 + 28 + 8);
+}
+
+TEST(QuantizedLinear, GivenOrTinyScalesStayF32) {
+  const Tensor w = random_uniform({7, 40}, 1);
+  // Given parameters are kept exactly: min-max f32 scales are not f16 values, so stay f32.
+  const QParams wq = quant::minmax_qparams(w, int8_weight_spec());
+  QuantizedLinear given(w, Tensor(), int8_weight_spec(), std::nullopt, wq);
+  EXPECT_EQ(host_f64(given.qweight().qparams.scale), host_f64(wq.scale));
+  // code * s is one f32 product with an f32 scale (exact with the 11-bit f16 scales above).
+  EXPECT_TRUE(all_close(given.dequantized_weight().to(DType::kF64),
+                        t64(fq_ref(host_f64(w), 40, int8_weight_spec(), wq, true), {7, 40}), 1e-7,
+                        0));
+  EXPECT_EQ(given.nbytes(), 280 + 7 * 4);
+  // Scales below f16's normal range (max |w| / 127 < 2^-14) are not rounded and stay f32.
+  const Tensor tiny = random_uniform({7, 40}, 1, -1e-4f, 1e-4f);
+  const QParams tq = quant::minmax_qparams(tiny, int8_weight_spec());
+  QuantizedLinear q(tiny, Tensor(), int8_weight_spec());
+  EXPECT_EQ(host_f64(q.qweight().qparams.scale), host_f64(tq.scale));
+  EXPECT_EQ(q.nbytes(), 280 + 7 * 4);
 }
 
 TEST(QuantizedLinear, WeightOnlyMatchesDequantizedReference) {
@@ -315,19 +366,21 @@ TEST(QuantizedLinear, WeightOnlyMatchesDequantizedReference) {
   for (const QuantSpec spec : {int4_group_weight_spec(32), int4_group_weight_spec(16)}) {
     QuantizedLinear q(w, Tensor(), spec);
     EXPECT_EQ(q.qweight().codes.dtype(), DType::kI4);
-    const auto ref = matmul_t(host(x), host(q.dequantized_weight()), {}, 3, 64, 6);
+    const auto ref = matmul_t(host_f64(x), host_f64(q.dequantized_weight()), {}, 3, 64, 6);
     // f32 dot products of 64 terms.
     EXPECT_TRUE(all_close(q.forward(x).to(DType::kF64), t64(ref, {3, 6}), 1e-5, 1e-5));
     EXPECT_EQ(q.nbytes(), 6 * 64 / 2 + 6 * (64 / spec.group_size) * 4);
   }
   QuantSpec w8 = int8_weight_spec();
   QuantizedLinear q8(w, Tensor(), w8);  // per channel = one group of 64
-  const auto ref = matmul_t(host(x), host(q8.dequantized_weight()), {}, 3, 64, 6);
+  EXPECT_EQ(host_f64(q8.dequantized_weight()), int8_weight_ref(w));
+  const auto ref = matmul_t(host_f64(x), int8_weight_ref(w), {}, 3, 64, 6);
   EXPECT_TRUE(all_close(q8.forward(x).to(DType::kF64), t64(ref, {3, 6}), 1e-5, 1e-5));
+  EXPECT_EQ(q8.nbytes(), 6 * 64 + 6 * 2);  // i8 codes + f16 scales
   // The dequantized weight is within half a step of the weight.
-  const auto dw = host(q8.dequantized_weight());
-  const auto wv = host(w);
-  const auto s = host(q8.qweight().qparams.scale);
+  const auto dw = host_f64(q8.dequantized_weight());
+  const auto wv = host_f64(w);
+  const auto s = host_f64(q8.qweight().qparams.scale);
   for (std::size_t i = 0; i < wv.size(); ++i)
     EXPECT_LE(std::abs(dw[i] - wv[i]), s[i / 64] * 0.5 + 1e-7);
 }
@@ -341,9 +394,10 @@ TEST(QuantizedConv2d, W8A8MatchesDequantizedReference) {
     const QParams aq = quant::minmax_qparams(x, int8_activation_spec());
     QuantizedConv2d q(w, b, p, int8_weight_spec(), ActivationQuant{int8_activation_spec(), aq});
     const Tensor y = q.forward(x);
-    const auto xq = fq_ref(host(x), x.numel(), int8_activation_spec(), aq, true);
-    const Tensor ref =
-        conv2d(t64(xq, x.shape()), q.dequantized_weight().to(DType::kF64), b.to(DType::kF64), p);
+    const auto xq = fq_ref(host_f64(x), x.numel(), int8_activation_spec(), aq, true);
+    const Tensor wq = t64(int8_weight_ref(w.reshape({4, w.numel() / 4})), w.shape());
+    EXPECT_TRUE(all_close(q.dequantized_weight().to(DType::kF64), wq, 0, 0));
+    const Tensor ref = conv2d(t64(xq, x.shape()), wq, b.to(DType::kF64), p);
     // f32 sums of 36 products (or exact int32 sums and an f32 epilogue) against double.
     EXPECT_TRUE(all_close(y.to(DType::kF64), ref, 1e-5, 1e-5)) << "groups " << groups;
   }
@@ -373,32 +427,15 @@ TEST(QuantizedLayers, BadInput) {
   expect_error([&] { QuantizedLinear q(w, Tensor::zeros({3}), int8_weight_spec()); },
                ErrorCode::kInvalidArgument, "QuantizedLinear");
   QuantizedLinear q(w, Tensor(), int8_weight_spec());
-  expect_error(
-      [&] {
-        (void)q.forward(Tensor::zeros({2, 7}));
-      },
-      ErrorCode::kInvalidArgument, "QuantizedLinear");
-  expect_error(
-      [&] {
-        (void)q.forward(Tensor::zeros({2, 8}, DType::kF64));
-      },
-      ErrorCode::kInvalidArgument, "QuantizedLinear");
-  expect_error(
-      [&] {
-        (void)q.backward(Tensor::zeros({2, 4}));
-      },
-      ErrorCode::kUnsupported, "QuantizedLinear::backward");
+  expect_forward_error(q, Tensor::zeros({2, 7}), ErrorCode::kInvalidArgument, "QuantizedLinear");
+  expect_forward_error(q, Tensor::zeros({2, 8}, DType::kF64), ErrorCode::kInvalidArgument,
+                       "QuantizedLinear");
+  expect_backward_error(q, Tensor::zeros({2, 4}), ErrorCode::kUnsupported,
+                        "QuantizedLinear::backward");
   QuantizedConv2d c(random_uniform({2, 1, 3, 3}, 2), Tensor(), {}, int8_weight_spec());
-  expect_error(
-      [&] {
-        (void)c.forward(Tensor::zeros({1, 2, 5, 5}));
-      },
-      ErrorCode::kInvalidArgument, "conv2d");
-  expect_error(
-      [&] {
-        (void)c.backward(Tensor::zeros({1, 2, 3, 3}));
-      },
-      ErrorCode::kUnsupported, "QuantizedConv2d::backward");
+  expect_forward_error(c, Tensor::zeros({1, 2, 5, 5}), ErrorCode::kInvalidArgument, "conv2d");
+  expect_backward_error(c, Tensor::zeros({1, 2, 3, 3}), ErrorCode::kUnsupported,
+                        "QuantizedConv2d::backward");
 }
 
 // ---- flows --------------------------------------------------------------------------------------

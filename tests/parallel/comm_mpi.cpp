@@ -9,6 +9,7 @@
 
 #include "frugal/parallel/mpi_comm.hpp"
 #include "frugal/parallel/thread_comm.hpp"
+#include "parallel/dp_support.hpp"
 
 namespace frugal::parallel {
 namespace {
@@ -132,22 +133,9 @@ TEST(MpiComm, SilentPeerRaisesTimeout) {
     }
     // Rank 1 joins this allreduce late: the first wait times out, a second wait completes it.
     auto w = c->allreduce_async(x.view());
-    try {
-      w->wait();
-      ADD_FAILURE() << "expected Timeout";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kTimeout);
-    }
+    testing::expect_wait_times_out(*w, "[allreduce]");
     // The handle keeps the timeout it was started with (300 ms): wait again until rank 1 joins.
-    for (int attempt = 0;; ++attempt) {
-      try {
-        w->wait();
-        break;
-      } catch (const Error& e) {
-        ASSERT_EQ(e.code(), ErrorCode::kTimeout);
-        ASSERT_LT(attempt, 100);
-      }
-    }
+    testing::wait_until_peer_arrives(*w);
     c->set_timeout(30s);
   } else {
     std::this_thread::sleep_for(1500ms);
@@ -166,22 +154,8 @@ TEST(MpiComm, LargeAllreduceTimesOutThenCompletesWhenThePeerArrives) {
   if (c->rank() == 0) {
     c->set_timeout(300ms);
     auto w = c->allreduce_async(x.view(), ReduceOp::kAvg);
-    try {
-      w->wait();
-      ADD_FAILURE() << "expected Timeout";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kTimeout);
-      EXPECT_EQ(std::string(e.what()).rfind("[allreduce]", 0), 0u) << e.what();
-    }
-    for (int attempt = 0;; ++attempt) {
-      try {
-        w->wait();
-        break;
-      } catch (const Error& e) {
-        ASSERT_EQ(e.code(), ErrorCode::kTimeout);
-        ASSERT_LT(attempt, 100);
-      }
-    }
+    testing::expect_wait_times_out(*w, "[allreduce]");
+    testing::wait_until_peer_arrives(*w);
     c->set_timeout(30s);
   } else {
     std::this_thread::sleep_for(1500ms);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <thread>
 
 #include "frugal/nn/data_parallel.hpp"
@@ -11,6 +12,7 @@
 #include "frugal/nn/optim.hpp"
 #include "frugal/nn/zero.hpp"
 #include "frugal/parallel/mpi_comm.hpp"
+#include "parallel/dp_support.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::nn {
@@ -25,22 +27,8 @@ std::pair<Tensor, Tensor> batch(int s) {
           testing::random_uniform({kBatch, kOut}, 2000 + s).to(DType::kF64)};
 }
 
-SgdOptions sgd() {
-  SgdOptions o;
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  o.weight_decay = 1e-3;
-  return o;
-}
-
-void step(Module& m, Optimizer& opt, const Tensor& x, const Tensor& y, DataParallel* dp) {
-  MSELoss loss;
-  m.zero_grad();
-  loss.forward(m.forward(x), y);
-  m.backward(loss.backward());
-  if (dp) dp->finish_gradient_sync();
-  opt.step();
-}
+using testing::dp_sgd;
+using testing::dp_train_step;
 
 std::vector<double> flat_params(Module& m) {
   std::vector<double> out;
@@ -53,10 +41,10 @@ std::vector<double> flat_params(Module& m) {
 
 std::vector<double> single_process() {
   auto m = make_mlp({kIn, 16, 16, kOut}, 7, DType::kF64);
-  SGD opt(m->named_parameters(), sgd());
+  SGD opt(m->named_parameters(), dp_sgd());
   for (int s = 0; s < kSteps; ++s) {
     auto [x, y] = batch(s);
-    step(*m, opt, x, y, nullptr);
+    dp_train_step(*m, opt, x, y, nullptr);
   }
   return flat_params(*m);
 }
@@ -84,11 +72,11 @@ TEST(DataParallelMpi, TwoProcessesWithShardsEqualOneProcessWithTheBatch) {
     o.bucket_bytes = bucket;
     o.debug_check = true;
     DataParallel dp(*m, *comm, o);
-    SGD opt(m->named_parameters(), sgd());
+    SGD opt(m->named_parameters(), dp_sgd());
     for (int s = 0; s < kSteps; ++s) {
       auto [x, y] = batch(s);
       auto [xs, ys] = shard(x, y, comm->rank(), comm->size());
-      step(*m, opt, xs, ys, &dp);
+      dp_train_step(*m, opt, xs, ys, &dp);
     }
     // f64: only the summation order differs (1e-16 relative per op over 5 steps).
     EXPECT_TRUE(testing::all_close(flat_params(*m), want, 0, 1e-12)) << "bucket " << bucket;
@@ -100,14 +88,47 @@ TEST(DataParallelMpi, ZeroStage1EqualsOneProcess) {
   const auto want = single_process();
   auto m = make_mlp({kIn, 16, 16, kOut}, comm->rank() == 0 ? 7 : 8, DType::kF64);
   ZeroOptimizer opt(*m, *comm, [](const std::vector<NamedParameter>& p) {
-    return std::make_unique<SGD>(p, sgd());
+    return std::make_unique<SGD>(p, dp_sgd());
   });
   for (int s = 0; s < kSteps; ++s) {
     auto [x, y] = batch(s);
     auto [xs, ys] = shard(x, y, comm->rank(), comm->size());
-    step(*m, opt, xs, ys, nullptr);
+    dp_train_step(*m, opt, xs, ys, nullptr);
   }
   EXPECT_TRUE(testing::all_close(flat_params(*m), want, 0, 1e-12));  // as above
+}
+
+TEST(DataParallelMpi, ZeroCheckpointResumesBitIdentical) {
+  auto comm = world();
+  // One path for both processes (same machine, same TempDir); each rank writes its own shard.
+  const std::string path = ::testing::TempDir() + "/zero_mpi_checkpoint.safetensors";
+  auto make_opt = [](const std::vector<NamedParameter>& p) -> std::unique_ptr<Optimizer> {
+    return std::make_unique<AdamW>(p, AdamWOptions{});
+  };
+  auto run = [&](Module& m, Optimizer& opt, int from, int to) {
+    for (int s = from; s < to; ++s) {
+      auto [x, y] = batch(s);
+      auto [xs, ys] = shard(x, y, comm->rank(), comm->size());
+      dp_train_step(m, opt, xs, ys, nullptr);
+    }
+  };
+  auto m = make_mlp({kIn, 16, 16, kOut}, 7, DType::kF64);
+  ZeroOptimizer opt(*m, *comm, make_opt);
+  run(*m, opt, 0, 3);
+  TrainState st;
+  st.step = 3;
+  save_parallel_checkpoint(path, *comm, *m, &opt, st);
+  run(*m, opt, 3, kSteps);
+  const auto straight = flat_params(*m);
+
+  auto fresh = make_mlp({kIn, 16, 16, kOut}, 30 + comm->rank(), DType::kF64);
+  ZeroOptimizer resumed(*fresh, *comm, make_opt);
+  EXPECT_EQ(load_parallel_checkpoint(path, *comm, *fresh, &resumed).step, 3);
+  run(*fresh, resumed, 3, kSteps);
+  EXPECT_EQ(flat_params(*fresh), straight);  // same ops in the same order: bit-identical
+  comm->barrier();
+  std::remove(zero_shard_path(path, comm->rank(), comm->size()).c_str());
+  if (comm->rank() == 0) std::remove(path.c_str());
 }
 
 TEST(DataParallelMpi, RankThatStopsMidRunMakesTheOtherRaiseTimeout) {
@@ -115,7 +136,7 @@ TEST(DataParallelMpi, RankThatStopsMidRunMakesTheOtherRaiseTimeout) {
   const auto timeout = 500ms;
   auto m = make_mlp({kIn, 16, kOut}, 7, DType::kF64);
   DataParallel dp(*m, *comm);
-  SGD opt(m->named_parameters(), sgd());
+  SGD opt(m->named_parameters(), dp_sgd());
   comm->set_timeout(timeout);
   for (int s = 0; s < 3; ++s) {
     auto [x, y] = batch(s);
@@ -123,7 +144,7 @@ TEST(DataParallelMpi, RankThatStopsMidRunMakesTheOtherRaiseTimeout) {
     if (s < 2 || comm->rank() == 0) {
       const auto t0 = std::chrono::steady_clock::now();
       try {
-        step(*m, opt, xs, ys, &dp);
+        dp_train_step(*m, opt, xs, ys, &dp);
         if (s == 2) ADD_FAILURE() << "rank 0 expected Timeout at step 2";
       } catch (const Error& e) {
         const auto waited = std::chrono::steady_clock::now() - t0;
@@ -138,7 +159,7 @@ TEST(DataParallelMpi, RankThatStopsMidRunMakesTheOtherRaiseTimeout) {
       // Rank 1 stops for 3x the timeout, then joins the step (completing rank 0's all-reduce).
       std::this_thread::sleep_for(3 * timeout);
       comm->set_timeout(30s);
-      step(*m, opt, xs, ys, &dp);
+      dp_train_step(*m, opt, xs, ys, &dp);
     }
   }
   comm->set_timeout(30s);

@@ -1,6 +1,11 @@
 // NcclComm at world size 1 on a real GPU (skips without one): collectives give the identity /
-// closed-form results, and bad input is rejected.
+// closed-form results, and bad input is rejected; an initialisation whose peer never joins
+// raises Timeout instead of hanging.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
 
 #include "frugal/parallel/nccl_comm.hpp"
 #include "support/gpu.hpp"
@@ -38,6 +43,33 @@ TEST(NcclComm, WorldSizeOneCollectives) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
     EXPECT_EQ(std::string(e.what()).rfind("[allreduce]", 0), 0u);
   }
+}
+
+TEST(NcclComm, InitWhosePeerNeverJoinsTimesOut) {
+  FRUGAL_REQUIRE_GPU();
+  using namespace std::chrono_literals;
+  // Rank 0 of 2 writes the id and starts the nonblocking init; rank 1 never comes.
+  const std::string id_path = ::testing::TempDir() + "/nccl_never_joins.id";
+  std::remove(id_path.c_str());
+  CommOptions o;
+  o.timeout = 2s;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    NcclComm::create(2, 0, 0, id_path, o);
+    ADD_FAILURE() << "expected Timeout";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kTimeout) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("[NcclComm::init]", 0), 0u) << e.what();
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, o.timeout);
+  EXPECT_LT(waited, o.timeout + 30s);  // generous: ncclCommAbort tears down the bootstrap
+  std::remove(id_path.c_str());
+  // The device is still usable: a fresh world-size-1 communicator works.
+  auto comm = NcclComm::create(1, 0, 0, "");
+  Tensor x = Tensor::from_vector(std::vector<float>{2}, {1}).to(Device::cuda());
+  comm->allreduce(x.view(), ReduceOp::kSum);
+  EXPECT_EQ(x.to(Device::cpu()).to_vector<float>()[0], 2.0f);
 }
 
 }  // namespace

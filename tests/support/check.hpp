@@ -1,6 +1,6 @@
 #pragma once
 // Checks shared by the tests of every module: error expectations, random f64 inputs, central finite
-// differences in double, thread-count contexts and bit-exact comparison.
+// differences in double, thread-count contexts, host copies and bit-exact comparison.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -80,6 +80,11 @@ inline ExecContext threads(int n) {
   ExecContext c;
   c.num_threads = n;
   return c;
+}
+
+/// The values of t (any device, dtype or layout) on the host as double, in row-major order.
+inline std::vector<double> host_f64(const Tensor& t) {
+  return t.to(Device::cpu()).to(DType::kF64).contiguous().to_vector<double>();
 }
 
 /// Bit-exact equality of two host tensors of one dtype.

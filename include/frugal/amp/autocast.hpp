@@ -64,9 +64,10 @@ class WeightCopy {
   float amax_ = 0.f;
 };
 
-/// C (f32, (M, N)) = alpha * (a_scale op(A)) (b_scale op(B)) + beta * C for A and B in bf16 or f16
-/// (one dtype) or fp8 (any mix of E4M3 and E5M2), with fp32 accumulation: the layers' entry to
-/// amp::gemm_into. A, B and C contiguous, rank 2, on one device.
+/// C (f32, (M, N) or (B, M, N)) = alpha * (a_scale op(A)) (b_scale op(B)) + beta * C for A and B
+/// in bf16 or f16 (one dtype) or fp8 (any mix of E4M3 and E5M2), with fp32 accumulation: the
+/// layers' entry to amp::gemm_into. A, B and C contiguous, rank 2 or 3, on one device. On the CPU
+/// a product below 2^28 flops runs on the calling thread (ctx.num_threads = 1; docs/amp.md).
 void low_gemm_into(ConstTensorView a, ConstTensorView b, TensorView c, const GemmOptions& o,
                    const ExecContext& ctx = {});
 

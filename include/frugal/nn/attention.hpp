@@ -39,10 +39,11 @@ Tensor causal_attention_backward(ConstTensorView grad_out, ConstTensorView qkv,
 /// CausalSelfAttention(C, H): children "c_attn" = Linear(C, 3C) and "c_proj" = Linear(C, C)
 /// (GPT-2 names; seeds `seed` and `seed + 1`, PyTorch default init). Input and output (B, T, C).
 /// forward keeps qkv and probs for the next backward (B*H*T*T elements: memory grows as T^2).
-/// Inside an amp::AmpContext whose policy runs kAttentionProduct low (f32 layers): q, k, v, the
-/// probabilities and the output gradient enter the products rounded to the low dtype (fp32
-/// accumulation, fp32 softmax and output), and qkv and probs are kept in the low dtype when the
-/// policy has low_saved_activations (half the T^2 memory).
+/// Inside an amp::AmpContext whose policy runs kAttentionProduct low (f32 layers): the four
+/// forward and backward products run on amp::gemm (CPU and CUDA) with q, k, v, the stored
+/// probabilities, the output gradient and the score gradient rounded to the low dtype (fp32
+/// accumulation, fp32 softmax and output), and q, k, v and probs are kept in the low dtype when
+/// the policy has low_saved_activations (half the T^2 memory).
 class CausalSelfAttention : public Module {
  public:
   CausalSelfAttention(int64_t dim, int64_t num_heads, uint64_t seed, DType dtype = DType::kF32);

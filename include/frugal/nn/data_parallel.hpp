@@ -152,14 +152,18 @@ LabeledData shard_rows(const LabeledData& data, int rank, int world_size);
 /// Saves a data-parallel run: rank 0 writes `model`, `optim` and `state` with save_checkpoint
 /// (atomically: a reader sees the old file or the whole new one), then every rank waits at a
 /// barrier, so the file is complete when any rank returns. The replicas are identical, so rank
-/// 0's copy is the run's. Errors of rank 0's write are rethrown there; the other ranks then
-/// time out at the barrier or see the abort (ThreadComm).
+/// 0's copy is the run's. When `optim` is a ZeroOptimizer (ZeRO-1: each rank holds only its
+/// shard of the optimizer state), every rank first writes its shard to its own file
+/// zero_shard_path(path, rank, K) (save_zero_shard, atomic), then all meet at a barrier, then
+/// rank 0 writes `path`. Errors of a rank's write are rethrown there; the other ranks then time
+/// out at the barrier or see the abort (ThreadComm).
 void save_parallel_checkpoint(const std::string& path, parallel::Communicator& comm, Module& model,
                               const Optimizer* optim, const TrainState& state);
 
 /// Resumes a data-parallel run: every rank reads `path` (a file system all ranks see) with
-/// load_checkpoint into its replica and optimizer, then the replicas are checked to be
-/// identical (DataParallel's checksum). Returns the saved TrainState.
+/// load_checkpoint into its replica and optimizer; a ZeroOptimizer then reads its rank's shard
+/// file (load_zero_shard: same world size, same step as `path`, else an error). The replicas
+/// are then checked to be identical (DataParallel's checksum). Returns the saved TrainState.
 TrainState load_parallel_checkpoint(const std::string& path, parallel::Communicator& comm,
                                     Module& model, Optimizer* optim);
 

@@ -167,6 +167,12 @@ class LoopDistillation {
                    std::function<float()> loss_scale, const char* op);
   /// Runs the teacher on `input` and keeps its logits (converted to `dtype` on `device`).
   void run_teacher(const Tensor& input, Device device, DType dtype);
+  /// run_teacher for a Sequential teacher, layer by layer; returns the output of layer
+  /// options().hint_teacher_layer (converted like the logits).
+  Tensor run_teacher_hint(const Tensor& input, Device device, DType dtype);
+  /// The loop's loss scale now (1 without a loss_scale function).
+  double loss_scale() const;
+  Module& teacher() { return *teacher_; }
   /// alpha * scale * dKD/ds + (1 - alpha) * grad_ce for student logits (..., C); forgets the kept
   /// teacher logits.
   Tensor blend(const Tensor& student_logits, const Tensor& grad_ce);
@@ -193,11 +199,18 @@ class LoopDistillation {
 /// is the student alone (evaluation costs no teacher). So the distilled and the plain student
 /// run the same loop, data order and schedule. The loop's reported loss stays the hard-label
 /// cross-entropy; last_kd() is the KD term of the last backward. Parameters are the student's
-/// (under "student."). Feature hints need Distiller::step.
+/// (under "student.") and the hint adapter's ("adapter."): build the optimizer from this
+/// module's named_parameters() when there is an adapter.
+///
+/// Feature hint (FitNets), with a Sequential student and teacher: options.hint_student_layer /
+/// hint_teacher_layer / adapter / hint_weight as for Distiller; the training forward runs both
+/// models layer by layer, and backward adds the gradient of hint_weight * MSE(adapter(student
+/// hint), teacher hint) (times the loss scale) at the student's hint layer.
 class DistilledStudent : public Module {
  public:
   /// `loss_scale` must be the loop's StepHooks::loss_scale (null: 1). Throws InvalidArgument
-  /// ("[DistilledStudent] ...") for a null model, bad temperature / alpha / precision, or hints.
+  /// ("[DistilledStudent] ...") for a null model, bad temperature / alpha / precision, or a hint
+  /// on models that are not Sequential, layers out of range or a negative hint_weight.
   DistilledStudent(std::shared_ptr<Module> student, std::shared_ptr<Module> teacher,
                    const DistillerOptions& options = {}, std::function<float()> loss_scale = {});
 
@@ -211,11 +224,15 @@ class DistilledStudent : public Module {
   Module& student() { return *student_; }
   /// The KD term T^2 KL batchmean of the last backward.
   double last_kd() const { return kd_.last_kd(); }
+  /// The hint MSE of the last backward (0 without a hint).
+  double last_hint() const { return last_hint_; }
 
  private:
   std::shared_ptr<Module> student_;
   detail::LoopDistillation kd_;
-  Tensor student_logits_;
+  Sequential* seq_student_ = nullptr;  // set when a hint is configured
+  Tensor student_logits_, student_hint_, teacher_hint_;
+  double last_hint_ = 0.0;
 };
 
 /// DistilledStudent for nn::train_char_gpt: a GPT student (this object, built from
@@ -225,7 +242,7 @@ class DistilledStudent : public Module {
 /// Evaluation (estimate_char_loss, sampling) runs the student alone.
 class DistilledGpt : public GPT {
  public:
-  /// Throws InvalidArgument ("[DistilledGpt] ...") as DistilledStudent.
+  /// Throws InvalidArgument ("[DistilledGpt] ...") as DistilledStudent, and for any hint.
   DistilledGpt(const GPTConfig& student_config, std::shared_ptr<Module> teacher,
                const DistillerOptions& options = {}, std::function<float()> loss_scale = {});
 

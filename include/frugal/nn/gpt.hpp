@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "frugal/amp/autocast.hpp"
 #include "frugal/core/dtype.hpp"
 #include "frugal/core/tensor.hpp"
 #include "frugal/nn/activation.hpp"
@@ -78,6 +79,9 @@ class GPT : public Module {
 
   /// tokens (B, T) i64 with 1 <= T <= block_size and ids in [0, V) -> logits (B, T, V).
   /// On CUDA the embedding id checks synchronize the stream (see embedding_forward).
+  /// Under an amp::AmpContext whose policy runs kGemm low (f32 model), the tied head multiplies
+  /// ln_f's output and a cached low-precision copy of W_te with amp::gemm (fp32 accumulation,
+  /// f32 logits), and so do its two backward products; without a context it is the fp32 GEMM.
   Tensor forward(const Tensor& tokens) override;
   /// grad_logits (B, T, V) -> accumulates every parameter gradient (the tied W_te gets the
   /// head's and the embedding's contributions) and returns an undefined Tensor (tokens have no
@@ -97,7 +101,10 @@ class GPT : public Module {
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;
   std::shared_ptr<LayerNorm> ln_f_;
   Tensor positions_;  // (B, T) i64: 0..T-1 per row, cached for the last (B, T, device)
-  Tensor x_final_;    // (B*T, C): ln_f's output, the head's input
+  Tensor x_final_;    // (B*T, C): ln_f's output, the head's input (in head_low_ under autocast)
+  DType head_low_ = DType::kF32;  // the head's GEMM dtype in the last forward
+  amp::WeightCopy head_w_copy_;   // autocast: low-precision copy of W_te for the head
+  Tensor head_w_used_;            // autocast: the copy the last forward multiplied by
 };
 
 }  // namespace frugal::nn

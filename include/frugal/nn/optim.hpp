@@ -129,12 +129,13 @@ struct AdamWOptions {
   double beta2 = 0.999;        ///< decay of the second moment, in [0, 1)
   double eps = 1e-8;           ///< added to the denominator, >= 0
   double weight_decay = 0.01;  ///< decoupled weight decay, >= 0
-  /// Storage of exp_avg / exp_avg_sq: kF32, or kBF16 (f32 parameters on the CPU): each step
+  /// Storage of exp_avg / exp_avg_sq: kF32, or kBF16 (f32 parameters, CPU or CUDA): each step
   /// reads the moments to fp32 registers, updates them and the parameter in fp32 and stores the
   /// moments rounded to bf16 (half the optimizer memory). Checkpoints keep the bf16 slots.
   DType moments_dtype = DType::kF32;
-  /// bf16 moments: stochastic rounding (Philox, key seed, a fresh counter range per step)
-  /// instead of round-to-nearest-even, so small updates are not lost on average.
+  /// bf16 moments: stochastic rounding (Philox, key seed, a fresh counter range per step; the
+  /// same bits on CPU and CUDA, see docs/amp.md) instead of round-to-nearest-even, so small
+  /// updates are not lost on average.
   bool stochastic_rounding = false;
   uint64_t seed = 0;  ///< Philox seed of the stochastic rounding
 };
@@ -146,8 +147,7 @@ struct AdamWOptions {
 ///   v <- beta2 * v + (1 - beta2) * g * g
 ///   p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 /// Throws InvalidArgument ("[AdamW] ...") for lr, eps or weight decay negative or non-finite, or
-/// a beta outside [0, 1), or moments_dtype other than f32 / bf16 (bf16 needs f32 parameters);
-/// step() throws Unsupported for bf16 moments of a CUDA parameter (CPU only for now).
+/// a beta outside [0, 1), or moments_dtype other than f32 / bf16 (bf16 needs f32 parameters).
 class AdamW : public Optimizer {
  public:
   AdamW(const std::vector<NamedParameter>& params, const AdamWOptions& options);

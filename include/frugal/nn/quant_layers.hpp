@@ -63,42 +63,52 @@ struct QatOptions {
   bool learn_scale = false;
 };
 
-/// Quantization-aware Linear: y = fq_a(x) fq_w(W)^T + b. Built from a Linear whose weight and
-/// bias it copies (parameters "weight", "bias", plus "weight_scale" / "input_scale" with
-/// learn_scale). Training forwards (is_training()) count steps: for the first observe_steps the
-/// weight's min-max qparams are recomputed from the current weight and the input feeds a
-/// moving-average observer; then the ranges freeze (freeze() does it at once). Evaluation
-/// forwards never observe (except the very first forward when nothing was observed yet).
-/// Backward: grad_x = STE(g fq_w(W)), grad_W += STE(g^T fq_a(x)), grad_b += column sums of g,
-/// and with learn_scale (after the freeze) the LSQ scale gradients. f32 or f64 (f64 for
-/// finite-difference tests), CPU or CUDA.
-class QatLinear : public Module {
+/// The state shared by the quantization-aware layers (QatLinear, QatConv2d): the copied weight
+/// and bias, the optional learned scales, the observers and the freezing. Training forwards
+/// (is_training()) count steps: for the first observe_steps the weight's min-max qparams are
+/// recomputed from the current weight and the input feeds a moving-average observer; then the
+/// ranges freeze (freeze() does it at once). Evaluation forwards never observe (except the very
+/// first forward when nothing was observed yet).
+class QatLayer : public Module {
  public:
-  QatLinear(Linear& layer, const QatOptions& options = {});
-
-  Tensor forward(const Tensor& input) override;
-  Tensor backward(const Tensor& grad_output) override;
-  std::string type_name() const override { return "QatLinear"; }
-
   Parameter& weight() { return *weight_; }
   /// nullptr without a bias.
   Parameter* bias() { return bias_; }
-  int64_t in_features() const { return in_features_; }
-  int64_t out_features() const { return out_features_; }
   const QatOptions& options() const { return opt_; }
   /// Training forwards seen so far.
   int64_t steps() const { return steps_; }
   bool frozen() const { return frozen_; }
   /// Stops observing: the current ranges stay (learn_scale: the scales start training).
-  void freeze();
-  /// The weight's current fake-quantization parameters (f32 scale, i32 zero point).
+  void freeze() { frozen_ = true; }
+  /// The weight's current fake-quantization parameters (f32 scale, i32 zero point), in its
+  /// (out, K) view.
   quant::QParams weight_qparams();
   /// The input's current per-tensor parameters; throws before any forward.
   quant::QParams input_qparams();
 
- private:
-  int64_t in_features_;
-  int64_t out_features_;
+ protected:
+  /// Copies `layer_weight` / `layer_bias` (of a layer with context `ctx`) into parameters
+  /// "weight" / "bias", and with learn_scale registers "weight_scale" / "input_scale". `op` names
+  /// the layer in errors; the weight is quantized in its (out, K) view.
+  QatLayer(const char* op, const Parameter& layer_weight, const Parameter* layer_bias,
+           const ExecContext& ctx, bool training, const QatOptions& options, int64_t out,
+           int64_t k);
+
+  /// Counts a training forward; freezes after observe_steps of them.
+  void count_step();
+  /// Parameters of the (out, K) weight w2d for this forward.
+  quant::QParams forward_weight_qparams(const Tensor& w2d);
+  /// Parameters of the input x for this forward (observing it while warming up).
+  quant::QParams forward_input_qparams(const Tensor& x);
+  /// Gradient of the (out, K) weight from the gradient of its fake-quantized value (STE, plus
+  /// the LSQ scale gradient when learning scales).
+  Tensor weight_grad(const Tensor& g_wq, const Tensor& w2d);
+  /// Gradient of the input x from the gradient of its fake-quantized value.
+  Tensor input_grad(const Tensor& g_xq, const Tensor& x);
+
+  const char* op_;
+  int64_t out_;  // output features / channels
+  int64_t k_;    // the weight's reduction extent
   QatOptions opt_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
@@ -109,15 +119,35 @@ class QatLinear : public Module {
   std::unique_ptr<quant::MovingAverageMinMaxObserver> observer_;
   int64_t steps_ = 0;
   bool frozen_ = false;
-  // Saved by forward: input rows (N, in), their fake-quantized values, the fake-quantized weight.
+  // Saved by forward: the input, its fake-quantized value, the fake-quantized weight.
   Tensor x_, xq_, wfq_;
-  Shape in_shape_, out_shape_;
+};
+
+/// Quantization-aware Linear: y = fq_a(x) fq_w(W)^T + b. Built from a Linear whose weight and
+/// bias it copies (parameters "weight", "bias", plus "weight_scale" / "input_scale" with
+/// learn_scale); observation and freezing as QatLayer.
+/// Backward: grad_x = STE(g fq_w(W)), grad_W += STE(g^T fq_a(x)), grad_b += column sums of g,
+/// and with learn_scale (after the freeze) the LSQ scale gradients. f32 or f64 (f64 for
+/// finite-difference tests), CPU or CUDA.
+class QatLinear : public QatLayer {
+ public:
+  QatLinear(Linear& layer, const QatOptions& options = {});
+
+  Tensor forward(const Tensor& input) override;
+  Tensor backward(const Tensor& grad_output) override;
+  std::string type_name() const override { return "QatLinear"; }
+
+  int64_t in_features() const { return k_; }
+  int64_t out_features() const { return out_; }
+
+ private:
+  Shape in_shape_, out_shape_;  // x_ holds the input rows (N, in)
 };
 
 /// Quantization-aware Conv2d: y = conv(fq_a(x), fq_w(W)) + b, with the weight quantized in its
 /// (out, in / groups * kh * kw) view (so per-group specs group along the whole reduction). Same
 /// observation, freezing and gradients as QatLinear.
-class QatConv2d : public Module {
+class QatConv2d : public QatLayer {
  public:
   QatConv2d(Conv2d& layer, const QatOptions& options = {});
 
@@ -125,36 +155,15 @@ class QatConv2d : public Module {
   Tensor backward(const Tensor& grad_output) override;
   std::string type_name() const override { return "QatConv2d"; }
 
-  Parameter& weight() { return *weight_; }
-  Parameter* bias() { return bias_; }
   const Conv2dParams& params() const { return params_; }
   int64_t in_channels() const { return in_channels_; }
-  int64_t out_channels() const { return out_channels_; }
+  int64_t out_channels() const { return out_; }
   Size2 kernel_size() const { return kernel_; }
-  const QatOptions& options() const { return opt_; }
-  int64_t steps() const { return steps_; }
-  bool frozen() const { return frozen_; }
-  void freeze();
-  /// Parameters of the weight in its (out, K) view.
-  quant::QParams weight_qparams();
-  quant::QParams input_qparams();
 
  private:
   int64_t in_channels_;
-  int64_t out_channels_;
   Size2 kernel_;
   Conv2dParams params_;
-  QatOptions opt_;
-  Parameter* weight_ = nullptr;
-  Parameter* bias_ = nullptr;
-  Parameter* weight_scale_ = nullptr;
-  Parameter* input_scale_ = nullptr;
-  quant::QParams wq_;
-  quant::QParams aq_;
-  std::unique_ptr<quant::MovingAverageMinMaxObserver> observer_;
-  int64_t steps_ = 0;
-  bool frozen_ = false;
-  Tensor x_, xq_, wfq_;  // input, fake-quantized input, fake-quantized weight (4-D)
 };
 
 /// A static per-tensor activation quantizer: the spec and its calibrated parameters.
@@ -164,8 +173,9 @@ struct ActivationQuant {
 };
 
 /// The stored state of a quantized layer, as registered buffers (so Module::to moves it):
-/// "weight_codes", "weight_scale", "weight_zero_point", "bias", and for W8A8 "input_scale" {}
-/// f32 / "input_zero_point" {} i32 (their host values cached for the GEMM epilogue).
+/// "weight_codes", "weight_scale" (f16 when every scale is a normal f16 exactly, else f32; see
+/// QuantizedLinear), "weight_zero_point", "bias", and for W8A8 "input_scale" {} f32 /
+/// "input_zero_point" {} i32 (their host values cached for the GEMM epilogue).
 struct QuantizedWeight {
   quant::QuantSpec spec;
   Shape shape;  ///< (out, K)
@@ -188,6 +198,10 @@ struct QuantizedWeight {
 /// - no `input` (weight-only): weight spec symmetric signed, 3..8 bits, per channel or per group
 ///   along axis 1; forward runs quant::woq_matmul on the f32 input (an odd group of 4-bit codes
 ///   falls back to dequantize-then-GEMM).
+/// Per-channel min-max weight scales (no `weight_qparams`) are rounded to the nearest f16 before
+/// the codes are computed, as ggml's Q8_0 does, and stored as f16 (2 bytes per output channel;
+/// scales below f16's normal range stay f32). Given `weight_qparams` are kept exactly (stored as
+/// f16 only when f16 holds them exactly). qweight() and the GEMMs see the scales as f32.
 /// f32 input (..., in) -> f32 output (..., out), on the layer's device.
 class QuantizedLinear : public Module {
  public:
@@ -211,8 +225,8 @@ class QuantizedLinear : public Module {
   Tensor bias() const { return bias_ != nullptr ? *bias_ : Tensor(); }
   /// dequantize(qweight()): the float weight this layer computes with.
   Tensor dequantized_weight() const;
-  /// Stored bytes: weight codes + weight scales (+ zero points when affine) + f32 bias + the
-  /// input's scale and zero point.
+  /// Stored bytes: weight codes + weight scales (f16 or f32) (+ zero points when affine) + f32
+  /// bias + the input's scale and zero point.
   int64_t nbytes() const;
   /// "w8a8", "w4 g32", "w8 per-channel" ...
   std::string scheme() const;

@@ -13,6 +13,7 @@
 ///   for (...) { opt.zero_grad(); forward; backward; opt.step(); }   // no DataParallel needed
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "frugal/nn/module.hpp"
 #include "frugal/nn/optim.hpp"
@@ -46,6 +47,21 @@ class ZeroOptimizer : public Optimizer {
   int64_t unsharded_state_bytes() const;
   /// The inner optimizer of the shard.
   const Optimizer& inner() const { return *inner_; }
+  /// This rank's index (the communicator's rank): its shard of the state.
+  int rank() const { return comm_.rank(); }
+  /// Number of ranks the state is sharded over (the communicator's size).
+  int world_size() const { return comm_.size(); }
+  /// Trainable elements of the model (before padding to a multiple of world_size()).
+  int64_t total_elements() const { return numel_; }
+
+  /// This rank's shard of the optimizer state: the inner optimizer's state (slot tensors of
+  /// shard_elements(), its "lr", "step" and hyperparameters). Slots share storage (copy to keep).
+  OptimizerState shard_state() const { return inner_->state(); }
+  /// Restores this rank's shard of the state (saved by shard_state() on the same rank of a run
+  /// with the same world size and model) and re-reads this rank's shard of the parameters from
+  /// the model, so call it after the model's parameters are loaded. Throws InvalidArgument
+  /// ("[<inner>::load_state] ...") when the state does not fit; nothing changes then.
+  void load_shard_state(const OptimizerState& s, const ExecContext& ctx = {});
 
  protected:
   std::map<std::string, double> hyperparameters() const override;
@@ -60,5 +76,24 @@ class ZeroOptimizer : public Optimizer {
   int64_t numel_ = 0;
   std::unique_ptr<Optimizer> inner_;
 };
+
+/// The file that holds rank `rank`'s shard of a ZeRO checkpoint written to `path`:
+/// "<path>.zero-<rank>-of-<world_size>".
+std::string zero_shard_path(const std::string& path, int rank, int world_size);
+
+/// Writes this rank's shard of `opt`'s state to zero_shard_path(path, rank, K) atomically
+/// (core/io write_file_atomic: a reader sees the old file or the whole new one). Tensors
+/// "optim.<slot>" (shard length); metadata "zero.rank", "zero.world_size", "zero.elements",
+/// "zero.step" (opt.step_count()) and the inner scalars as "optim.<scalar>" (%.17g, exact).
+/// Every rank calls it for its own shard (no gather: each rank writes 1 / K of the state).
+/// Throws IoError ("[save_zero_shard] <file> ...") when the file cannot be written.
+void save_zero_shard(const std::string& path, const ZeroOptimizer& opt);
+
+/// Reads this rank's shard file of `path` into `opt` (load_shard_state), after the model and
+/// opt's own scalars were loaded (load_checkpoint). Throws IoError ("[load_zero_shard] <file>
+/// ...") when the file is missing or unreadable; InvalidArgument ("[load_zero_shard] ...") when
+/// it was written for another rank, world size or model size, or at another step than
+/// opt.step_count() (the main checkpoint and the shards come from different saves).
+void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecContext& ctx = {});
 
 }  // namespace frugal::nn

@@ -5,6 +5,10 @@
 /// recorded after the operation; a timeout aborts the NCCL communicator (ncclCommAbort) and
 /// raises Timeout, after which the communicator is unusable.
 ///
+/// The NCCL communicator is created nonblocking (ncclConfig_t::blocking = 0) and its
+/// initialisation polled until the timeout: a peer that never joins makes create() abort it and
+/// raise Timeout ("[NcclComm::init] ..."), never hang as a blocking ncclCommInitRank would.
+///
 /// Bootstrap: the 128-byte ncclUniqueId of rank 0 reaches the other ranks through another
 /// communicator (an MpiComm: broadcast) or through a file on a shared file system.
 /// Built with CUDA and NCCL; otherwise create() raises NotCompiled.

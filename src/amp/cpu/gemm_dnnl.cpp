@@ -4,17 +4,14 @@
 // swapped strides), alpha * a_scale * b_scale is a runtime output scale and beta a sum post-op.
 // Primitives are JIT-compiled once per (shape, layout, dtypes, beta, thread count) and cached.
 // Debian's oneDNN runs on OpenMP: ExecContext's thread count is applied through
-// omp_set_num_threads, found at run time in the libgomp that libdnnl loads (as in
-// src/quant/cpu/qgemm_dnnl.cpp). It is set before the primitive is created, because oneDNN fixes
-// a primitive's thread count (and blocking) at creation from omp_get_max_threads.
-#include <dlfcn.h>
-
-#include <map>
-#include <mutex>
+// omp_set_num_threads (detail::OmpThreads, src/core/omp_threads.hpp). It is set before the
+// primitive is created, because oneDNN fixes a primitive's thread count (and blocking) at creation
+// from omp_get_max_threads.
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 
 #include "amp/gemm_internal.hpp"
+#include "core/dnnl_util.hpp"
 #include "frugal/core/error.hpp"
 
 namespace frugal::cpu {
@@ -26,17 +23,10 @@ using Dims = dnnl::memory::dims;
 // (batch, m, n, k, trans_a, trans_b, a dtype, c dtype, beta, threads)
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, int, int, float, int>;
 
-struct DnnlState {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  std::mutex mutex;
-  std::map<Key, dnnl::matmul> cache;
-};
-
-DnnlState& state() {
-  static DnnlState* s = new DnnlState();  // never destroyed: used until process exit
-  return *s;
+detail::DnnlPrimitiveCache<Key, dnnl::matmul>& cache() {
+  static auto* c = new detail::DnnlPrimitiveCache<Key, dnnl::matmul>();  // used until exit
+  return *c;
 }
-
 dt dnnl_type(DType t) {
   switch (t) {
     case DType::kBF16:
@@ -66,49 +56,20 @@ Descs descs(int64_t batch, int64_t m, int64_t n, int64_t k, bool ta, bool tb, DT
 }
 
 dnnl::matmul primitive_for(const Key& key, const Descs& d) {
-  DnnlState& s = state();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  auto it = s.cache.find(key);
-  if (it != s.cache.end()) return it->second;
-  dnnl::primitive_attr attr;
-  attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
-  const float beta = std::get<8>(key);
-  if (beta != 0.f) {
-    dnnl::post_ops po;
-    po.append_sum(beta);
-    attr.set_post_ops(po);
-  }
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d.a, d.b, d.c), attr, s.engine);
-  dnnl::matmul prim(pd);
-  s.cache.emplace(key, prim);
-  return prim;
-}
-
-/// Sets OpenMP's thread count for this thread's next parallel regions; restores it on exit.
-class OmpThreads {
- public:
-  explicit OmpThreads(int n) {
-    using Set = void (*)(int);
-    using Get = int (*)();
-    set_ = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-    auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
-    if (n <= 0 || set_ == nullptr || get == nullptr) {
-      set_ = nullptr;
-      return;
+  return cache().get(key, [&] {
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
+    const float beta = std::get<8>(key);
+    if (beta != 0.f) {
+      dnnl::post_ops po;
+      po.append_sum(beta);
+      attr.set_post_ops(po);
     }
-    old_ = get();
-    set_(n);
-  }
-  OmpThreads(const OmpThreads&) = delete;
-  OmpThreads& operator=(const OmpThreads&) = delete;
-  ~OmpThreads() {
-    if (set_ != nullptr) set_(old_);
-  }
-
- private:
-  void (*set_)(int) = nullptr;
-  int old_ = 0;
-};
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d.a, d.b, d.c), attr,
+                                          detail::dnnl_cpu_engine());
+    return dnnl::matmul(pd);
+  });
+}
 
 }  // namespace
 
@@ -128,23 +89,19 @@ void amp_gemm_dnnl(ConstTensorView a, ConstTensorView b, TensorView c, const amp
                 ctx.num_threads};
   const Descs d = descs(batch, m, n, k, o.trans_a, o.trans_b, a.dtype, c.dtype);
   float scale = static_cast<float>(static_cast<double>(o.alpha) * o.a_scale * o.b_scale);
-  OmpThreads threads(ctx.num_threads);
-  try {
+  detail::OmpThreads threads(ctx.num_threads);
+  detail::with_dnnl_errors("amp::gemm", [&] {
     dnnl::matmul prim = primitive_for(key, d);
-    DnnlState& s = state();
-    dnnl::memory am(d.a, s.engine, const_cast<void*>(a.data));
-    dnnl::memory bm(d.b, s.engine, const_cast<void*>(b.data));
-    dnnl::memory cm(d.c, s.engine, c.data);
-    dnnl::memory sm({{1}, dt::f32, Dims{1}}, s.engine, &scale);
-    dnnl::stream strm(s.engine);
-    prim.execute(strm, {{DNNL_ARG_SRC, am},
-                        {DNNL_ARG_WEIGHTS, bm},
-                        {DNNL_ARG_DST, cm},
-                        {DNNL_ARG_ATTR_OUTPUT_SCALES, sm}});
-    strm.wait();
-  } catch (const dnnl::error& e) {
-    detail::fail(ErrorCode::kUnsupported, "amp::gemm", "oneDNN matmul failed: ", e.what());
-  }
+    const dnnl::engine& eng = detail::dnnl_cpu_engine();
+    dnnl::memory am(d.a, eng, const_cast<void*>(a.data));
+    dnnl::memory bm(d.b, eng, const_cast<void*>(b.data));
+    dnnl::memory cm(d.c, eng, c.data);
+    dnnl::memory sm({{1}, dt::f32, Dims{1}}, eng, &scale);
+    detail::dnnl_execute(prim, {{DNNL_ARG_SRC, am},
+                                {DNNL_ARG_WEIGHTS, bm},
+                                {DNNL_ARG_DST, cm},
+                                {DNNL_ARG_ATTR_OUTPUT_SCALES, sm}});
+  });
 }
 
 }  // namespace frugal::cpu

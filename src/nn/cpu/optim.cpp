@@ -11,6 +11,7 @@
 #include "core/ops_internal.hpp"
 #include "frugal/core/float_types.hpp"
 #include "frugal/core/philox.hpp"
+#include "nn/optim_bf16.hpp"
 #include "nn/optim_internal.hpp"
 
 namespace frugal::cpu {
@@ -130,26 +131,6 @@ void optim_adamw_update(TensorView p, ConstTensorView g, TensorView m, TensorVie
   });
 }
 
-namespace {
-
-/// f32 -> bf16 bits: nearest even (float_types.hpp), or stochastic with 16 random bits: adding
-/// them to the dropped half and truncating rounds up with probability (dropped bits) / 2^16.
-inline uint16_t moment_to_bf16(float x, bool stochastic, uint32_t r) {
-  if (!stochastic || std::isnan(x)) return float_to_bf16_bits(x);
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const uint32_t exp = u & 0x7F800000u;
-  if (exp == 0x7F800000u) return static_cast<uint16_t>(u >> 16);  // Inf stays Inf
-  const uint32_t sum = u + (r & 0xFFFFu);
-  // A carry into the exponent field of the max finite bf16 would give Inf: keep the truncation.
-  if ((sum & 0x7F800000u) == 0x7F800000u) return static_cast<uint16_t>(u >> 16);
-  return static_cast<uint16_t>(sum >> 16);
-}
-
-inline float bf16_to_f32(uint16_t b) { return bf16_bits_to_float(b); }
-
-}  // namespace
-
 void optim_adamw_update_bf16(TensorView p, ConstTensorView g, TensorView m, TensorView v,
                              double decay, double beta1, double beta2, double step_size,
                              double bc2_sqrt, double eps, bool stochastic, uint64_t seed,
@@ -158,40 +139,23 @@ void optim_adamw_update_bf16(TensorView p, ConstTensorView g, TensorView m, Tens
   const float* pg = g.data_as<float>();
   auto* pm = static_cast<uint16_t*>(m.data);
   auto* pv = static_cast<uint16_t*>(v.data);
-  const float dec = static_cast<float>(decay);
   const double w = 1.0 - beta1;
-  const bool low = std::fabs(w) < 0.5;
-  const auto wt = static_cast<float>(w);
-  const auto one_minus_w = static_cast<float>(1.0 - w);
-  const auto b2 = static_cast<float>(beta2);
-  const auto one_minus_b2 = static_cast<float>(1.0 - beta2);
-  const auto neg_step = static_cast<float>(-step_size);
-  const auto bc2 = static_cast<float>(bc2_sqrt);
-  const auto e = static_cast<float>(eps);
+  const detail::AdamWBf16Step s{
+      static_cast<float>(decay),    static_cast<float>(w),           static_cast<float>(1.0 - w),
+      static_cast<float>(beta2),    static_cast<float>(1.0 - beta2), static_cast<float>(-step_size),
+      static_cast<float>(bc2_sqrt), static_cast<float>(eps),         std::fabs(w) < 0.5};
   const int64_t n = p.numel();
-  // Counter ranges: m uses blocks [offset, offset + ceil(n / 2)), v the next as many (two 16-bit
-  // draws per 32-bit lane, four lanes per block: one block covers 2 elements of each moment).
-  const uint64_t half = static_cast<uint64_t>((n + 1) / 2);
+  // m's stream starts at counter `offset`, v's at offset + ceil(n / 8) (nn/optim_bf16.hpp).
+  const uint64_t v_offset = offset + detail::adamw_bf16_counters(static_cast<uint64_t>(n)) / 2;
   for_chunks(n, ctx, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       uint32_t rm = 0, rv = 0;
       if (stochastic) {
-        const auto blk = static_cast<uint64_t>(i) / 2;
-        const Uint4 a = philox_block(seed, offset, blk);
-        const Uint4 b = philox_block(seed, offset + half, blk);
-        rm = (i & 1) ? a.y : a.x;
-        rv = (i & 1) ? b.y : b.x;
+        const auto e = static_cast<uint64_t>(i);
+        rm = detail::adamw_bf16_random(seed, offset, e);
+        rv = detail::adamw_bf16_random(seed, v_offset, e);
       }
-      // Update in fp32 registers from the stored bf16 moments, as the f32 kernel does.
-      const float gi = pg[i];
-      const float m0 = bf16_to_f32(pm[i]);
-      const float diff = gi - m0;
-      const float mi = low ? m0 + wt * diff : gi - diff * one_minus_w;
-      const float vi = bf16_to_f32(pv[i]) * b2 + one_minus_b2 * (gi * gi);
-      pm[i] = moment_to_bf16(mi, stochastic, rm);
-      pv[i] = moment_to_bf16(vi, stochastic, rv);
-      const float denom = std::sqrt(vi) / bc2 + e;
-      pp[i] = pp[i] * dec + neg_step * (mi / denom);
+      pp[i] = detail::adamw_bf16_element(s, pp[i], pg[i], pm[i], pv[i], stochastic, rm, rv);
     }
   });
 }

@@ -35,15 +35,20 @@ void causal_attention_forward(ConstTensorView qkv, int64_t num_heads, TensorView
 void causal_attention_backward(ConstTensorView grad_out, ConstTensorView qkv, ConstTensorView probs,
                                int64_t num_heads, TensorView grad_qkv, const ExecContext& ctx);
 
-/// Autocast forward: qkv (B, T, 3C) in bf16 or f16 -> out (B, T, C) f32 and probs (B, H, T, T) in
-/// qkv's dtype. Products of the widened low-precision values accumulate in fp32, the softmax in
-/// double; P V uses the probabilities rounded to the low dtype (what is stored).
-void causal_attention_forward_low(ConstTensorView qkv, int64_t num_heads, TensorView out,
-                                  TensorView probs, const ExecContext& ctx);
-/// Autocast backward: grad_qkv (B, T, 3C) f32 from grad_out (B, T, C) f32 (rounded to the low
-/// dtype per element as it is read), qkv and probs in bf16 or f16.
-void causal_attention_backward_low(ConstTensorView grad_out, ConstTensorView qkv,
-                                   ConstTensorView probs, int64_t num_heads, TensorView grad_qkv,
-                                   const ExecContext& ctx);
+/// Autocast: src (B, T, P*C) f32 (P = 3 for qkv, 1 for an output gradient) -> dst
+/// (P, B*H, T, hd) in bf16 / f16 (rounded to nearest even, overflow to Inf): the per-head
+/// contiguous operands of the attention products.
+void attention_split_heads_low(ConstTensorView src, int64_t parts, int64_t num_heads,
+                               TensorView dst, const ExecContext& ctx);
+/// Autocast: src (P, B*H, T, hd) f32 -> dst (B, T, P*C) f32, the inverse permutation.
+void attention_merge_heads(ConstTensorView src, int64_t num_heads, TensorView dst,
+                           const ExecContext& ctx);
+/// Autocast: scores (N, T, T) f32 (already scaled) -> probs (N, T, T) in bf16 or f16: per row i
+/// the softmax over columns 0..i (in double on the host), rounded to nearest even; zero after i.
+void causal_softmax_low(ConstTensorView scores, TensorView probs, const ExecContext& ctx);
+/// Autocast: dscores = P * (dP - sum_j P dP) * scale, zero after the diagonal, rounded to nearest
+/// even into probs' dtype; probs (N, T, T) bf16 / f16, dprobs (N, T, T) f32.
+void causal_softmax_backward_low(ConstTensorView probs, ConstTensorView dprobs, double scale,
+                                 TensorView dscores, const ExecContext& ctx);
 
 }  // namespace frugal::cpu

@@ -3,74 +3,32 @@
 // kernel (src/quant/cpu/qgemm.cpp), so both CPU backends take the same inputs and give the same
 // exact integers. b (N, K) row-major is oneDNN's weights (K, N) with strides {1, K} (format "ba").
 // Primitives are JIT-compiled once per shape and cached. Debian's oneDNN runs on OpenMP: the
-// thread count of ExecContext is applied through omp_set_num_threads, found at run time in the
-// libgomp that libdnnl loads (frugal itself does not link OpenMP).
-#include <dlfcn.h>
-
+// thread count of ExecContext is applied through omp_set_num_threads (detail::OmpThreads).
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "core/dnnl_util.hpp"
 #include "quant/qgemm_internal.hpp"
 
 namespace frugal::cpu {
 namespace {
 
-struct DnnlState {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  std::mutex mutex;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, dnnl::matmul> cache;
-};
-
-DnnlState& state() {
-  static DnnlState* s = new DnnlState();  // never destroyed: used until process exit
-  return *s;
-}
+using Key = std::tuple<int64_t, int64_t, int64_t>;  // (m, n, k)
 
 dnnl::matmul primitive_for(int64_t m, int64_t n, int64_t k) {
-  DnnlState& s = state();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  auto it = s.cache.find({m, n, k});
-  if (it != s.cache.end()) return it->second;
-  using dt = dnnl::memory::data_type;
-  const dnnl::memory::desc a_md({m, k}, dt::u8, dnnl::memory::dims{k, 1});
-  const dnnl::memory::desc b_md({k, n}, dt::s8, dnnl::memory::dims{1, k});
-  const dnnl::memory::desc c_md({m, n}, dt::s32, dnnl::memory::dims{n, 1});
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), s.engine);
-  dnnl::matmul prim(pd);
-  s.cache.emplace(std::make_tuple(m, n, k), prim);
-  return prim;
+  static auto* cache = new detail::DnnlPrimitiveCache<Key, dnnl::matmul>();  // used until exit
+  return cache->get({m, n, k}, [&] {
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::desc a_md({m, k}, dt::u8, dnnl::memory::dims{k, 1});
+    const dnnl::memory::desc b_md({k, n}, dt::s8, dnnl::memory::dims{1, k});
+    const dnnl::memory::desc c_md({m, n}, dt::s32, dnnl::memory::dims{n, 1});
+    return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md),
+                                                     detail::dnnl_cpu_engine()));
+  });
 }
-
-/// Sets OpenMP's thread count for this thread's next parallel regions; restores it on exit.
-class OmpThreads {
- public:
-  explicit OmpThreads(int n) {
-    using Set = void (*)(int);
-    using Get = int (*)();
-    set_ = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-    auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
-    if (n <= 0 || set_ == nullptr || get == nullptr) {
-      set_ = nullptr;
-      return;
-    }
-    old_ = get();
-    set_(n);
-  }
-  OmpThreads(const OmpThreads&) = delete;
-  OmpThreads& operator=(const OmpThreads&) = delete;
-  ~OmpThreads() {
-    if (set_ != nullptr) set_(old_);
-  }
-
- private:
-  void (*set_)(int) = nullptr;
-  int old_ = 0;
-};
 
 }  // namespace
 
@@ -91,26 +49,22 @@ void qgemm_s32_dnnl(ConstTensorView a, int32_t a_zero_point, ConstTensorView b, 
     std::fill(cp, cp + m * n, 0);
     return;
   }
-  try {
+  detail::with_dnnl_errors("qgemm", [&] {
     dnnl::matmul prim = primitive_for(m, n, k);
-    DnnlState& s = state();
+    const dnnl::engine& eng = detail::dnnl_cpu_engine();
     using dt = dnnl::memory::data_type;
-    dnnl::memory am({{m, k}, dt::u8, dnnl::memory::dims{k, 1}}, s.engine, const_cast<uint8_t*>(ap));
-    dnnl::memory bm({{k, n}, dt::s8, dnnl::memory::dims{1, k}}, s.engine, const_cast<int8_t*>(bp));
-    dnnl::memory cm({{m, n}, dt::s32, dnnl::memory::dims{n, 1}}, s.engine, cp);
-    dnnl::stream strm(s.engine);
+    dnnl::memory am({{m, k}, dt::u8, dnnl::memory::dims{k, 1}}, eng, const_cast<uint8_t*>(ap));
+    dnnl::memory bm({{k, n}, dt::s8, dnnl::memory::dims{1, k}}, eng, const_cast<int8_t*>(bp));
+    dnnl::memory cm({{m, n}, dt::s32, dnnl::memory::dims{n, 1}}, eng, cp);
     // One OpenMP thread per 16M multiply-adds, up to the context's count: below that the fork /
     // join of an OpenMP region costs more than it saves (a 256 x 128 x 256 layer ran 8x slower
     // on 2 threads than on 1 on the shared 2-core VM, bench_quant BM_LinearLayer).
     const int64_t cap = ctx.num_threads > 0
                             ? ctx.num_threads
                             : std::max<int64_t>(1, std::thread::hardware_concurrency());
-    OmpThreads threads(static_cast<int>(std::clamp<int64_t>((m * n * k) >> 24, 1, cap)));
-    prim.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    strm.wait();
-  } catch (const dnnl::error& e) {
-    detail::fail(ErrorCode::kUnsupported, "qgemm", "oneDNN matmul failed: ", e.what());
-  }
+    detail::OmpThreads threads(static_cast<int>(std::clamp<int64_t>((m * n * k) >> 24, 1, cap)));
+    detail::dnnl_execute(prim, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  });
   // Zero-point correction, as in qgemm_s32_portable.
   const int64_t z = static_cast<int64_t>(a_zero_point) + (is_i8 ? 128 : 0);
   if (z == 0) return;
