@@ -5,6 +5,9 @@ JOBS       ?= $(shell nproc)
 CUDA_ARCHS ?= 90
 CMAKE_ARGS ?=
 FUZZ_SECONDS ?= 60
+# `make demo` runs every technique's rows on one seed (about 5 minutes on 2 cores); the full report
+# (3 seeds for the rows that average over seeds) is `$(BUILD)/examples/cost_report`.
+DEMO_ARGS  ?= --seeds 1
 
 # ccache (when installed) hashes paths relative to the checkout, so a fresh clone in another folder
 # reuses the objects of earlier builds on the same machine.
@@ -30,7 +33,7 @@ build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
-	$(BUILD)/examples/cost_report
+	$(BUILD)/examples/cost_report $(DEMO_ARGS)
 
 # The safetensors fuzzer for a bounded time, then every ctest label this machine can run (gpu tests
 # skip themselves without a device); ctest's summary is the last line.

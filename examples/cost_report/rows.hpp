@@ -90,9 +90,12 @@ frugal::nn::TrainResult mean_cost(const std::vector<frugal::nn::TrainResult>& ru
 
 std::vector<Row> baseline_rows();
 std::vector<Row> storage_rows();
-/// A technique's rows: its name on the command line (--techniques) and its rows.
+/// A technique's rows: its name on the command line (--techniques), the title of its table and
+/// its rows. Each technique prints as its own table (section key = name), so its columns are its
+/// own fields; the fp32 baselines it is compared with are the first table.
 struct Technique {
   std::string name;
+  std::string title;
   std::function<std::vector<Row>()> rows;
 };
 /// Every technique, in report order (main.cpp).
