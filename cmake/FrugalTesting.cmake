@@ -15,7 +15,7 @@ function(_frugal_test_binary name label)
   add_executable(${name} ${sources})
   target_link_libraries(${name} PRIVATE frugal frugal_test_support GTest::gtest GTest::gmock)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
-  target_compile_options(${name} PRIVATE -Wall -Wextra)
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${FRUGAL_WARNINGS}>)
 endfunction()
 
 function(frugal_add_module_tests module)

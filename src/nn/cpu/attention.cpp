@@ -6,11 +6,6 @@
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
-// GCC 12 reports hundreds of false -Wmaybe-uninitialized in its own AVX-512 headers when Eigen's
-// strided-map products are inlined here (GCC bug 105593); nothing in this file is uninitialized.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
