@@ -104,6 +104,7 @@ TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std
                  "shard_size and batch_size must be > 0, got ", options.shard_size, " and ",
                  options.batch_size);
   FRUGAL_REQUIRE(data.size() > 0, op, "the dataset is empty");
+  check_precision(options.teacher_precision, op);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
@@ -130,7 +131,9 @@ TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std
           input.slice(0, i - lo, i - lo + 1).reshape(e0.input.shape()).copy_from(data.get(i).input);
         }
       }
-      const Tensor logits = teacher.forward(input.to(device, ctx)).to(DType::kF32, ctx);
+      const Tensor logits =
+          teacher_forward(teacher, input.to(device, ctx), options.teacher_precision, ctx)
+              .to(DType::kF32, ctx);
       FRUGAL_REQUIRE(logits.rank() == 2 && logits.dim(0) == hi - lo, op,
                      "the teacher must return logits (N, C), got shape ", logits.shape());
       classes = logits.dim(1);

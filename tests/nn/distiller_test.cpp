@@ -271,6 +271,32 @@ bool unchanged(Module& m, const std::vector<Tensor>& before) {
   return true;
 }
 
+TEST(TeacherCache, BuiltInBf16HoldsTheBf16TeachersLogits) {
+  const Split s = blobs();
+  auto teacher = mlp(16, 32, 8, 700);
+  train_ce(*teacher, s.train, 2, 3e-3, 7);
+  const Tensor x = s.test.inputs.slice(0, 0, 64).contiguous();
+  auto data = std::make_shared<TensorDataset>(x, s.test.labels.slice(0, 0, 64).contiguous());
+  const auto dir = std::filesystem::temp_directory_path() / "frugal_teacher_cache_bf16_test";
+  std::filesystem::remove_all(dir);
+  TeacherCacheOptions co;
+  co.batch_size = 64;  // one batch, as the direct forwards below: bit-identical GEMMs
+  co.teacher_precision = DType::kBF16;
+  const TeacherCache bf16 = TeacherCache::build(*teacher, *data, (dir / "bf16").string(), co);
+  co.teacher_precision = DType::kF32;
+  const TeacherCache f32 = TeacherCache::build(*teacher, *data, (dir / "f32").string(), co);
+  std::vector<int64_t> all(64);
+  for (int64_t i = 0; i < 64; ++i) all[static_cast<std::size_t>(i)] = i;
+  EXPECT_TRUE(testing::same_bits(bf16.logits(all),
+                                 teacher_forward(*teacher, x, DType::kBF16).to(DType::kF32)));
+  EXPECT_TRUE(testing::same_bits(f32.logits(all), teacher_forward(*teacher, x)));
+  EXPECT_FALSE(testing::same_bits(bf16.logits(all), f32.logits(all)));
+  co.teacher_precision = DType::kI64;
+  testing::expect_error([&] { TeacherCache::build(*teacher, *data, (dir / "bad").string(), co); },
+               ErrorCode::kInvalidArgument, "TeacherCache::build");
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Distiller, TeacherInBf16IsCloseToTheF32Teacher) {
   const Split s = blobs();
   auto teacher = mlp(16, 32, 8, 700);
@@ -280,9 +306,10 @@ TEST(Distiller, TeacherInBf16IsCloseToTheF32Teacher) {
   const Tensor bf16 = teacher_forward(*teacher, x, DType::kBF16);
   ASSERT_EQ(f32.shape(), bf16.shape());
   // bf16 keeps 8 significant bits (relative rounding 2^-9): inputs and weights rounded in two
-  // GEMMs of K <= 32 move logits of size ~3 by a few 1e-2 at most. Until the nn layers follow
-  // the autocast policy the two are equal, which this bound also accepts.
+  // GEMMs of K <= 32 move logits of size ~3 by a few 1e-2 at most.
   EXPECT_TRUE(testing::all_close(bf16.to(DType::kF32), f32, 2e-2, 5e-2));
+  // Linear follows the autocast policy, so the bf16 teacher really ran on rounded operands.
+  EXPECT_FALSE(testing::same_bits(bf16.to(DType::kF32), f32));
   double worst = 0.0;
   const auto a = bf16.to_vector<double>(), b = f32.to_vector<double>();
   for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));

@@ -54,6 +54,10 @@ struct TeacherCacheOptions {
   int64_t top_k = 0;  ///< 0: store every logit; k > 0: the k largest (distill::topk_teacher)
   int64_t shard_size = 4096;  ///< examples per safetensors shard, > 0
   int64_t batch_size = 256;   ///< teacher batch size while building, > 0
+  /// Precision of the teacher forward while building (kF32, kBF16, kF16), as
+  /// DistillerOptions::teacher_precision: a cache built in bf16 holds the bf16 teacher's logits
+  /// (stored as f32), so the Distiller with a cache trains on what it would see live.
+  DType teacher_precision = DType::kF32;
 };
 
 /// Teacher outputs computed once per data set and kept on disk as safetensors shards
