@@ -17,24 +17,17 @@
 #include "amp/cast_bits.hpp"
 #include "frugal/core.hpp"
 #include "frugal/core/philox.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::amp {
 namespace {
 
+using testing::expect_error;
+
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 const DType kTargets[] = {DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2};
-
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& op) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected " << error_code_name(code) << " from [" << op << "]";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
-  }
-}
 
 int code_bits(DType t) { return (t == DType::kF16 || t == DType::kBF16) ? 16 : 8; }
 

@@ -11,23 +11,16 @@
 #include <vector>
 
 #include "frugal/core.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::amp {
 namespace {
 
+using testing::expect_error;
+
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& op) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected " << error_code_name(code) << " from [" << op << "]";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
-  }
-}
 
 struct Row {
   bool found_inf;
