@@ -5,11 +5,24 @@
 #include <math.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "frugal/core/config.hpp"
 #include "frugal/core/tensor.hpp"
 
 namespace frugal::detail {
+
+/// The activations a (count elements, i8 or u8) as u8, which the CPU int8 kernels (oneDNN's
+/// u8s8s32 and the portable one) take: u8 as it is; i8 + 128 (the xor of the sign bit) copied into
+/// `buffer`, so the caller adds 128 to the zero point. Host only.
+inline const uint8_t* activations_as_u8(ConstTensorView a, std::vector<uint8_t>& buffer) {
+  const uint8_t* p = a.data_as<uint8_t>();
+  if (a.dtype != DType::kI8) return p;
+  const int64_t count = a.numel();
+  buffer.resize(static_cast<std::size_t>(count));
+  for (int64_t i = 0; i < count; ++i) buffer[i] = static_cast<uint8_t>(p[i] ^ 0x80u);
+  return buffer.data();
+}
 
 // Float epilogue with every rounding spelled out (no contraction into fma on any backend), so
 // that ref, CPU and CUDA produce identical values and codes. The host build uses -march=native,

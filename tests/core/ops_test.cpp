@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "frugal/core.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal {
@@ -51,16 +52,7 @@ Tensor strided(int64_t rows, int64_t cols, uint32_t seed, DType dtype) {
   return rand({rows, cols + 5}, seed, dtype).slice(1, 2, cols + 2);
 }
 
-/// Runs `fn`, expecting an Error with `code` whose message starts with "[op]".
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& op) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected " << error_code_name(code) << " from [" << op << "]";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
-  }
-}
+using testing::expect_error;
 
 // ---- elementwise --------------------------------------------------------------------------------
 

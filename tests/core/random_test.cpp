@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "frugal/core.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal {
@@ -36,16 +37,7 @@ constexpr Kat kKats[] = {
 static_assert(Philox4x32::generate(Uint4{0, 0, 0, 0}, Uint2{0, 0}) ==
               Uint4{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8});
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::string& op) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception, expected " << error_code_name(code);
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
-  }
-}
+using testing::expect_error;
 
 ExecContext ctx_of(uint64_t seed, uint64_t offset = 0, int threads = 0) {
   ExecContext ctx;

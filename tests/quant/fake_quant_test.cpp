@@ -11,6 +11,7 @@
 #include "frugal/core.hpp"
 #include "frugal/quant.hpp"
 #include "frugal/ref/quant.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::quant {
@@ -19,15 +20,7 @@ namespace {
 using testing::all_close;
 using testing::random_uniform;
 
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& op) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected " << error_code_name(code) << " from [" << op << "]";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
-  }
-}
+using testing::expect_error;
 
 QParams params(std::vector<float> s, std::vector<int32_t> z, Shape shape) {
   return {Tensor::from_vector(s, shape), Tensor::from_vector(z, shape)};

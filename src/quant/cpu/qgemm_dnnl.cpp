@@ -37,12 +37,7 @@ void qgemm_s32_dnnl(ConstTensorView a, int32_t a_zero_point, ConstTensorView b, 
   const int64_t m = a.shape[0], k = a.shape[1], n = b.shape[0];
   const bool is_i8 = a.dtype == DType::kI8;
   std::vector<uint8_t> au;
-  const uint8_t* ap = a.data_as<uint8_t>();
-  if (is_i8) {
-    au.resize(static_cast<size_t>(m * k));
-    for (int64_t i = 0; i < m * k; ++i) au[i] = static_cast<uint8_t>(ap[i] ^ 0x80u);
-    ap = au.data();
-  }
+  const uint8_t* ap = detail::activations_as_u8(a, au);
   const int8_t* bp = b.data_as<int8_t>();
   int32_t* cp = c.data_as<int32_t>();
   if (k == 0) {
