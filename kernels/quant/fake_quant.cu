@@ -27,26 +27,11 @@ __global__ void backward_kernel(const T* __restrict__ dy, const T* __restrict__ 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t k = quant::detail::param_index(p, i);
-    const A sk = static_cast<A>(s[k]);
-    const A zk = static_cast<A>(z[k]);
-    const A g = static_cast<A>(dy[i]);
-    const A t = static_cast<A>(x[i]) / sk;
-    const A u = t + zk;
-    const bool inside = u >= qmin && u <= qmax;
-    gx[i] = static_cast<T>(inside ? g : A(0));
-    if (terms != nullptr) {
-      A d;
-      if (inside) {
-        d = quant::detail::round_half_even(t) - t;
-      } else if (u < qmin) {
-        d = qmin - zk;
-      } else if (u > qmax) {
-        d = qmax - zk;
-      } else {
-        d = A(0);
-      }
-      terms[i] = static_cast<R>(g * d);
-    }
+    A term = A(0);
+    gx[i] = static_cast<T>(quant::detail::fake_quant_grad(
+        static_cast<A>(dy[i]), static_cast<A>(x[i]), static_cast<A>(s[k]), static_cast<A>(z[k]),
+        qmin, qmax, terms != nullptr ? &term : nullptr));
+    if (terms != nullptr) terms[i] = static_cast<R>(term);
   }
 }
 

@@ -66,6 +66,32 @@ FRUGAL_INLINE A quant_offset(A x, A s, A lo, A hi) {
   return round_half_even(t);
 }
 
+/// The straight-through backward of fake quantization for element x with scale s and zero point
+/// z, in the accumulation type A of every backend: the input gradient (g inside the clipping
+/// range [qmin, qmax] of x / s + z, else 0; NaN is outside) and, through `lsq_term`, the element's
+/// term of the LSQ scale gradient g * d, d = round(x / s) - x / s inside, qmin - z below, qmax - z
+/// above, 0 for NaN.
+template <class A>
+FRUGAL_INLINE A fake_quant_grad(A g, A x, A s, A z, A qmin, A qmax, A* lsq_term) {
+  const A t = x / s;
+  const A u = t + z;
+  const bool inside = u >= qmin && u <= qmax;  // false for NaN
+  if (lsq_term != nullptr) {
+    A d;
+    if (inside) {
+      d = round_half_even(t) - t;
+    } else if (u < qmin) {
+      d = qmin - z;
+    } else if (u > qmax) {
+      d = qmax - z;
+    } else {
+      d = A(0);  // NaN
+    }
+    *lsq_term = g * d;
+  }
+  return inside ? g : A(0);
+}
+
 /// Stochastic counterpart: clamp(floor(x / s + u), lo, hi), u in [0, 1); NaN x gives 0.
 template <class A>
 FRUGAL_INLINE A quant_offset_stochastic(A x, A s, A lo, A hi, A u) {

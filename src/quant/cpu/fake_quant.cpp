@@ -29,27 +29,12 @@ void backward_typed(const T* dy, const T* x, const float* s, const int32_t* z, c
                       [&](const tbb::blocked_range<int64_t>& r) {
                         for (int64_t i = r.begin(); i < r.end(); ++i) {
                           const int64_t k = quant::detail::param_index(p, i);
-                          const A sk = static_cast<A>(s[k]);
-                          const A zk = static_cast<A>(z[k]);
-                          const A xi = static_cast<A>(x[i]);
-                          const A g = static_cast<A>(dy[i]);
-                          const A t = xi / sk;
-                          const A u = t + zk;
-                          const bool inside = u >= qmin && u <= qmax;  // false for NaN
-                          gx[i] = static_cast<T>(inside ? g : A(0));
-                          if (terms != nullptr) {
-                            A d;
-                            if (inside) {
-                              d = quant::detail::round_half_even(t) - t;
-                            } else if (u < qmin) {
-                              d = qmin - zk;
-                            } else if (u > qmax) {
-                              d = qmax - zk;
-                            } else {
-                              d = A(0);  // NaN
-                            }
-                            terms[i] = static_cast<R>(g * d);
-                          }
+                          A term = A(0);
+                          gx[i] = static_cast<T>(quant::detail::fake_quant_grad(
+                              static_cast<A>(dy[i]), static_cast<A>(x[i]), static_cast<A>(s[k]),
+                              static_cast<A>(z[k]), qmin, qmax,
+                              terms != nullptr ? &term : nullptr));
+                          if (terms != nullptr) terms[i] = static_cast<R>(term);
                         }
                       });
   });
