@@ -42,14 +42,8 @@ void fake_quantize_backward(ConstTensorView grad_out, ConstTensorView x, ConstTe
                             int64_t inner, int64_t group, int64_t qmin, int64_t qmax,
                             TensorView grad_x, TensorView scale_terms, const ExecContext& ctx) {
   FRUGAL_CUDA_CHECK(cudaSetDevice(x.device.index));
-  LinearPlan p;
-  p.granularity = granularity;
-  p.outer = outer;
-  p.len = len;
-  p.inner = inner;
-  p.group = group;
-  p.qmin = qmin;
-  p.qmax = qmax;
+  const LinearPlan p =
+      quant::detail::make_linear_plan(granularity, outer, len, inner, group, qmin, qmax);
   const int64_t n = x.numel();
   const LaunchShape ls = grid_stride_launch(n);
   ::frugal::detail::visit_compute_float(x.dtype, "fake_quantize_backward", [&]<class T>() {

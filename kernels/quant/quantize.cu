@@ -18,25 +18,10 @@ namespace frugal::cu {
 namespace {
 
 using quant::detail::LinearPlan;
+using quant::detail::make_linear_plan;
 
 template <class T>
 using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-LinearPlan make_plan(int granularity, int64_t outer, int64_t len, int64_t inner, int64_t group,
-                     int64_t qmin, int64_t qmax, int rounding, int bits) {
-  LinearPlan p;
-  p.granularity = granularity;
-  p.outer = outer;
-  p.len = len;
-  p.inner = inner;
-  p.group = group;
-  p.qmin = qmin;
-  p.qmax = qmax;
-  p.rounding = rounding;
-  p.bits = bits;
-  p.is_signed = qmin < 0;
-  return p;
-}
 
 /// param_index in the integer type I (uint32_t when every index fits, else int64_t).
 template <class I>
@@ -144,7 +129,8 @@ void quantize_linear(ConstTensorView x, ConstTensorView scale, ConstTensorView z
                      int64_t qmin, int64_t qmax, int rounding, int bits, TensorView codes,
                      const ExecContext& ctx) {
   FRUGAL_CUDA_CHECK(cudaSetDevice(x.device.index));
-  const LinearPlan p = make_plan(granularity, outer, len, inner, group, qmin, qmax, rounding, bits);
+  const LinearPlan p =
+      make_linear_plan(granularity, outer, len, inner, group, qmin, qmax, rounding, bits);
   const int64_t n = x.numel();
   const int per = quant::codes_per_byte(bits);
   const LaunchShape ls = grid_stride_launch((n + per - 1) / per);
@@ -170,7 +156,7 @@ void dequantize_linear(ConstTensorView codes, ConstTensorView scale, ConstTensor
                        int64_t qmin, int64_t qmax, int bits, TensorView out,
                        const ExecContext& ctx) {
   FRUGAL_CUDA_CHECK(cudaSetDevice(out.device.index));
-  const LinearPlan p = make_plan(granularity, outer, len, inner, group, qmin, qmax, 0, bits);
+  const LinearPlan p = make_linear_plan(granularity, outer, len, inner, group, qmin, qmax, 0, bits);
   const int64_t n = out.numel();
   const int per = quant::codes_per_byte(bits);
   const LaunchShape ls = grid_stride_launch((n + per - 1) / per);
@@ -191,7 +177,8 @@ void fake_quantize_linear(ConstTensorView x, ConstTensorView scale, ConstTensorV
                           int64_t qmin, int64_t qmax, int rounding, TensorView out,
                           const ExecContext& ctx) {
   FRUGAL_CUDA_CHECK(cudaSetDevice(x.device.index));
-  const LinearPlan p = make_plan(granularity, outer, len, inner, group, qmin, qmax, rounding, 8);
+  const LinearPlan p =
+      make_linear_plan(granularity, outer, len, inner, group, qmin, qmax, rounding, 8);
   const int64_t n = x.numel();
   const LaunchShape ls = grid_stride_launch(n);
   const cudaStream_t st = stream_of(ctx);

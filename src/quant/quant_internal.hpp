@@ -32,6 +32,25 @@ struct LinearPlan {
   bool is_signed = true;
 };
 
+/// The plan of a linear spec from the scalars a backend entry point receives (src/cu_ops.def
+/// passes the plan as scalars); is_signed follows from qmin.
+inline LinearPlan make_linear_plan(int granularity, int64_t outer, int64_t len, int64_t inner,
+                                   int64_t group, int64_t qmin, int64_t qmax, int rounding = 0,
+                                   int bits = 8) {
+  LinearPlan p;
+  p.granularity = granularity;
+  p.outer = outer;
+  p.len = len;
+  p.inner = inner;
+  p.group = group;
+  p.qmin = qmin;
+  p.qmax = qmax;
+  p.rounding = rounding;
+  p.bits = bits;
+  p.is_signed = qmin < 0;
+  return p;
+}
+
 /// Index into the (contiguous) scale / zero_point of row-major element i.
 FRUGAL_INLINE int64_t param_index(const LinearPlan& p, int64_t i) {
   if (p.granularity == 0) return 0;
