@@ -1,8 +1,13 @@
 // Mixed-precision casts and the loss scaler's unscale-and-check on 64M elements, 1 thread, beside
 // a STREAM copy of the same size in the same binary (the memory-bandwidth limit these passes are
 // measured against; issue 4 asks for >= 85% of it). Bytes = bytes read + bytes written per pass.
-//   amp_stream_copy                     a[i] = b[i], f32
-//   amp_cast_into/<dtype>/<rounding>    amp::cast_into f32 -> dtype, preallocated output
+//   amp_stream_copy[/threads:2]         a[i] = b[i], f32 (2 threads: oneTBB halves)
+//   amp_cast_into/<dtype>/<rounding>[/threads:2]
+//   amp_cast_amax/<dtype>[/threads:2], amp_unscale_and_check[/threads:2]
+//                                       amp::cast_into f32 -> dtype, preallocated output
+//   amp_cast_in_cache/<dtype>/<rounding>
+//                                       the same on 32K elements (L2-resident, 1 thread):
+//                                       ns_per_element of CPU time = the compute cost
 //   amp_cast_amax/<dtype>               same, nearest even with the fused amax
 //   amp_unscale_and_check               DynamicLossScaler::unscale_and_check (read + write f32)
 // and the GEMMs at 2048^3, 1 thread, FLOPS = 2 M N K per second, beside the Eigen f32 GEMM:
@@ -12,6 +17,9 @@
 //                                       bf16, oneDNN bf16); without oneDNN all decode to f32 +
 //                                       Eigen
 #include <benchmark/benchmark.h>
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/partitioner.h>
 
 #include <cstdint>
 #include <string>
@@ -46,28 +54,37 @@ const Tensor& source() {
   return t;
 }
 
-void BM_AmpStreamCopy(benchmark::State& state) {
+// threads = 1: a plain loop; 2: oneTBB halves (as bench_quant's copy).
+void BM_AmpStreamCopy(benchmark::State& state, int threads) {
   const Tensor& b = source();
   Tensor a = Tensor::zeros({kN});
   const float* src = b.cview().data_as<float>();
   float* dst = a.view().data_as<float>();
-  const frugal::ExecContext ctx = one_thread();
+  frugal::ExecContext ctx;
+  ctx.num_threads = threads;
   for (auto _ : state) {
     ctx.run([&] {
-      for (int64_t i = 0; i < kN; ++i) dst[i] = src[i];
+      tbb::parallel_for(
+          tbb::blocked_range<int64_t>(0, kN, (kN + threads - 1) / threads),
+          [&](const tbb::blocked_range<int64_t>& r) {
+            for (int64_t i = r.begin(); i < r.end(); ++i) dst[i] = src[i];
+          },
+          tbb::static_partitioner());
     });
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * kN * 8);
 }
 
-void run_cast(benchmark::State& state, DType to, frugal::amp::Rounding r, bool amax) {
+void run_cast(benchmark::State& state, DType to, frugal::amp::Rounding r, bool amax,
+              int threads = 1) {
   const Tensor& x = source();
   Tensor out = Tensor::zeros({kN}, to);
   frugal::amp::CastOptions opt;
   opt.rounding = r;
   opt.compute_amax = amax;
-  frugal::ExecContext ctx = one_thread();
+  frugal::ExecContext ctx;
+  ctx.num_threads = threads;
   for (auto _ : state) {
     benchmark::DoNotOptimize(frugal::amp::cast_into(x.cview(), out.view(), opt, ctx));
     ctx.offset += frugal::philox_counters(kN);
@@ -76,12 +93,32 @@ void run_cast(benchmark::State& state, DType to, frugal::amp::Rounding r, bool a
   state.SetBytesProcessed(state.iterations() * (kN * 4 + frugal::dtype_nbytes(to, kN)));
 }
 
-void BM_AmpUnscaleAndCheck(benchmark::State& state) {
+// The same cast on 32K elements (128 KB in, L2-resident): the compute cost per element without
+// the memory traffic, read from the thread's CPU time (stable on a loaded machine).
+void run_cast_in_cache(benchmark::State& state, DType to, frugal::amp::Rounding r) {
+  constexpr int64_t kSmall = int64_t{32} << 10;
+  const Tensor x = source().slice(0, 0, kSmall).contiguous();
+  Tensor out = Tensor::zeros({kSmall}, to);
+  frugal::amp::CastOptions opt;
+  opt.rounding = r;
+  frugal::ExecContext ctx = one_thread();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(frugal::amp::cast_into(x.cview(), out.view(), opt, ctx));
+    ctx.offset += frugal::philox_counters(kSmall);
+    benchmark::ClobberMemory();
+  }
+  state.counters["ns_per_element"] = benchmark::Counter(
+      static_cast<double>(kSmall),
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+void BM_AmpUnscaleAndCheck(benchmark::State& state, int threads) {
   Tensor g = source().to(DType::kF32);  // a private copy, rescaled in place every iteration
   frugal::amp::LossScalerOptions o;
   o.init_scale = 1.f;  // keeps the values unchanged across iterations
   frugal::amp::DynamicLossScaler s(o);
-  const frugal::ExecContext ctx = one_thread();
+  frugal::ExecContext ctx;
+  ctx.num_threads = threads;
   for (auto _ : state) {
     benchmark::DoNotOptimize(s.unscale_and_check({{"g", g.view()}}, ctx).found_inf);
     benchmark::ClobberMemory();
@@ -129,7 +166,8 @@ const struct {
 
 [[maybe_unused]] const bool registered = [] {
   using frugal::amp::Rounding;
-  benchmark::RegisterBenchmark("amp_stream_copy", BM_AmpStreamCopy)
+  benchmark::RegisterBenchmark("amp_stream_copy",
+                               [](benchmark::State& s) { BM_AmpStreamCopy(s, 1); })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
   for (const auto& t : kTargets) {
@@ -146,7 +184,43 @@ const struct {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   }
-  benchmark::RegisterBenchmark("amp_unscale_and_check", BM_AmpUnscaleAndCheck)
+  // Two threads (wall time: the benchmark's CPU time counts the main thread only).
+  benchmark::RegisterBenchmark("amp_stream_copy/threads:2",
+                               [](benchmark::State& s) { BM_AmpStreamCopy(s, 2); })
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  for (const auto& t : kTargets) {
+    for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
+                            std::pair{Rounding::kStochastic, "stochastic"}}) {
+      benchmark::RegisterBenchmark(
+          (std::string("amp_cast_into/") + t.name + "/" + rname + "/threads:2").c_str(),
+          [t, r](benchmark::State& s) { run_cast(s, t.t, r, false, 2); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+  for (const auto& t : kTargets) {
+    benchmark::RegisterBenchmark((std::string("amp_cast_amax/") + t.name + "/threads:2").c_str(),
+                                 [t](benchmark::State& s) {
+                                   run_cast(s, t.t, frugal::amp::Rounding::kNearestEven, true, 2);
+                                 })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("amp_unscale_and_check/threads:2",
+                               [](benchmark::State& s) { BM_AmpUnscaleAndCheck(s, 2); })
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  for (const auto& t : kTargets) {
+    for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
+                            std::pair{Rounding::kStochastic, "stochastic"}}) {
+      benchmark::RegisterBenchmark(
+          (std::string("amp_cast_in_cache/") + t.name + "/" + rname).c_str(),
+          [t, r](benchmark::State& s) { run_cast_in_cache(s, t.t, r); });
+    }
+  }
+  benchmark::RegisterBenchmark("amp_unscale_and_check",
+                               [](benchmark::State& s) { BM_AmpUnscaleAndCheck(s, 1); })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark("amp_gemm_f32_eigen/2048", BM_AmpGemmF32Eigen)

@@ -5,6 +5,7 @@
 //   build/bench/bench_parallel --benchmark_filter=Thread
 //   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2
 //   build/bench/bench_parallel
+//   (MpiComm's small-message overhead: --benchmark_filter=MpiCommOverhead under mpirun)
 //
 // Under mpirun the ThreadComm benchmarks run on rank 0 only (rank 1 waits, sleeping, at the next
 // MPI benchmark's start), so the two processes do not share the 2 cores with 4 threads. The MPI
@@ -13,6 +14,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -117,6 +119,95 @@ void BM_MpiCommAllreduce(benchmark::State& state) {
   for (auto _ : state) comm.allreduce(x.view(), fp::ReduceOp::kSum);
   state.SetBytesProcessed(state.iterations() * bytes);
 }
+
+// MpiComm's overhead over the raw MPI_Allreduce at a small size, robust to the machine's drift:
+// the two calls alternate (20000 pairs after 2000 warm-up pairs, the order inside a pair
+// alternating too), each call is timed, and the per-pair difference MpiComm - raw is reported
+// as percentiles (a drift of the machine moves both members of a pair alike). A third call per
+// round, MPI_Iallreduce completed by an MPI_Test spin (what MpiComm's small path does, without
+// MpiComm), attributes the difference: the nonblocking collective itself or MpiComm's code.
+// Counters in microseconds, rank 0's timings: raw_p50, comm_p50, nb_p50 (medians), diff_p10 /
+// diff_p50 / diff_p90 (percentiles of the per-pair difference MpiComm - raw), nb_diff_p50
+// (median of MPI_Iallreduce+MPI_Test - raw).
+void BM_MpiCommOverhead(benchmark::State& state) {
+  if (skip_without_mpi(state)) return;
+  const int64_t bytes = state.range(0);
+  const int64_t n = bytes / 4;
+  constexpr int kPairs = 20000, kWarmup = 2000;
+  auto& comm = mpi_comm();
+  // Zeros: sums stay 0, so no value grows to Inf over the calls.
+  std::vector<float> raw(static_cast<size_t>(n), 0.0f), nb(static_cast<size_t>(n), 0.0f);
+  auto x = frugal::Tensor::zeros({n}, frugal::DType::kF32);
+  using Clock = std::chrono::steady_clock;
+  auto time_us = [](auto&& fn) {
+    const auto t0 = Clock::now();
+    fn();
+    return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  };
+  auto call_raw = [&] {
+    MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(n), MPI_FLOAT, MPI_SUM,
+                  MPI_COMM_WORLD);
+  };
+  auto call_comm = [&] { comm.allreduce(x.view(), fp::ReduceOp::kSum); };
+  auto call_nb = [&] {
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, nb.data(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                   &req);
+    for (int flag = 0; !flag;) MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
+  };
+  std::vector<double> t_raw, t_comm, t_nb;
+  t_raw.reserve(kPairs);
+  t_comm.reserve(kPairs);
+  t_nb.reserve(kPairs);
+  sleepy_barrier();
+  for (auto _ : state) {
+    for (int i = -kWarmup; i < kPairs; ++i) {
+      double a, b, c;
+      // Rotate the order, so that no call always follows the same one.
+      switch ((i + kWarmup) % 3) {
+        case 0:
+          a = time_us(call_raw), b = time_us(call_comm), c = time_us(call_nb);
+          break;
+        case 1:
+          b = time_us(call_comm), c = time_us(call_nb), a = time_us(call_raw);
+          break;
+        default:
+          c = time_us(call_nb), a = time_us(call_raw), b = time_us(call_comm);
+          break;
+      }
+      if (i >= 0) {
+        t_raw.push_back(a);
+        t_comm.push_back(b);
+        t_nb.push_back(c);
+      }
+    }
+  }
+  std::vector<double> diff(t_raw.size()), nb_diff(t_raw.size());
+  for (size_t i = 0; i < t_raw.size(); ++i) {
+    diff[i] = t_comm[i] - t_raw[i];
+    nb_diff[i] = t_nb[i] - t_raw[i];
+  }
+  auto pct = [](std::vector<double> v, double p) {
+    if (v.empty()) return 0.0;
+    const size_t k = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return v[k];
+  };
+  state.counters["raw_p50"] = pct(t_raw, 0.5);
+  state.counters["raw_p90"] = pct(t_raw, 0.9);
+  state.counters["comm_p50"] = pct(t_comm, 0.5);
+  state.counters["comm_p90"] = pct(t_comm, 0.9);
+  state.counters["nb_p50"] = pct(t_nb, 0.5);
+  state.counters["diff_p10"] = pct(diff, 0.1);
+  state.counters["diff_p50"] = pct(diff, 0.5);
+  state.counters["diff_p90"] = pct(diff, 0.9);
+  state.counters["nb_diff_p50"] = pct(nb_diff, 0.5);
+}
+BENCHMARK(BM_MpiCommOverhead)
+    ->Arg(4 << 10)
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // Fixed iteration counts: every process must run the same number of collectives.
 BENCHMARK(BM_MpiRawAllreduce)

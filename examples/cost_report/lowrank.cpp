@@ -3,7 +3,12 @@
 // factorize_model at a rank policy, measure, fine-tune every parameter with the recipe's AdamW.
 // Every number is a mean over env.opt.seeds seeds; the same seeds' dense baseline, and the dense
 // baseline fine-tuned for the same extra steps (the equal-compute control), are in the JSON.
+// Rank rules compared (docs/lowrank.md): per-layer 90% energy (the rule), (a) a global
+// 90% energy budget over all layers, (b) response (output) energy on calibration data, (a)+(b),
+// (c) for the CNN the Tucker-2 core energy, channel SVD and spatial SVD; plus the 2x rows.
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,7 +29,25 @@ struct Plan {
   lr::RankPolicy policy;          ///< the rank rule
   std::vector<std::string> skip;  ///< layers left dense
   std::string what;               ///< the policy in words, for the description
+  nn::ConvFactorization conv = nn::ConvFactorization::kTucker2;
+  nn::EnergySource source = nn::EnergySource::kWeights;
+  nn::Tucker2Energy tucker2_energy = nn::Tucker2Energy::kPerMode;
+  bool global_normalized = false;
 };
+
+/// Calibration rows for response energy: the first 512 training inputs (fixed, not tuned).
+constexpr int64_t kCalibrationRows = 512;
+
+nn::FactorizeOptions options_of(const Plan& plan, const frugal::Tensor& calibration) {
+  nn::FactorizeOptions f;
+  f.skip = plan.skip;
+  f.conv = plan.conv;
+  f.energy_source = plan.source;
+  f.tucker2_energy = plan.tucker2_energy;
+  f.global_normalized = plan.global_normalized;
+  if (plan.source == nn::EnergySource::kResponses) f.calibration = calibration;
+  return f;
+}
 
 /// The parameter and buffer values of a trained model (none for a control), and its run. Held
 /// as std::vector, outside frugal's allocator, so the cache does not count in the fine-tuning
@@ -67,8 +90,11 @@ void restore(nn::Module& model, const Snapshot& s) {
 struct Means {
   int n = 0;
   double base = 0, before_ft = 0, after_ft = 0, dense_ft = 0, ratio = 0, factorize_s = 0, ft_s = 0;
-  void add(double b, double before, double after, double dense, double rt, double fs, double ts) {
+  double eligible = 0;
+  void add(double b, double before, double after, double dense, double rt, double fs, double ts,
+           double el) {
     ++n;
+    eligible += el;
     base += b;
     before_ft += before;
     after_ft += after;
@@ -95,6 +121,16 @@ std::string ranks_of(const std::vector<nn::LowRankLayerReport>& layers) {
   return s;
 }
 
+/// Energy kept per layer of the first seed's factorization ("0.90/0.88/dense").
+std::string energies_of(const std::vector<nn::LowRankLayerReport>& layers) {
+  std::string s;
+  for (const nn::LowRankLayerReport& l : layers) {
+    if (!s.empty()) s += "/";
+    s += l.factorized ? short_number(std::round(l.energy_kept * 1000) / 1000) : "dense";
+  }
+  return s;
+}
+
 /// The fields every variant row shares.
 void add_lowrank_fields(Record& rec, const Means& m, const nn::LowRankFineTuneResult& first,
                         bool accuracy) {
@@ -114,6 +150,11 @@ void add_lowrank_fields(Record& rec, const Means& m, const nn::LowRankFineTuneRe
         .add_json("delta_vs_dense_ft", "%", 100 * (m.mean(m.after_ft) / m.mean(m.dense_ft) - 1));
   }
   rec.add("lowrank_ratio", "LR params", "x fewer", m.mean(m.ratio), 2)
+      .add("eligible_ratio", "all eligible", "x fewer", m.mean(m.eligible), 2)
+      .add(accuracy ? "before_ft_acc" : "before_ft_loss", "before FT", accuracy ? "%" : "nats/char",
+           accuracy ? 100 * m.mean(m.before_ft) : m.mean(m.before_ft), accuracy ? 2 : 3)
+      .add(accuracy ? "dense_ft_acc" : "dense_ft_loss", "dense+FT", accuracy ? "%" : "nats/char",
+           accuracy ? 100 * m.mean(m.dense_ft) : m.mean(m.dense_ft), accuracy ? 2 : 3)
       .add_json("factorized_layers", "", static_cast<double>(first.summary.layers))
       .add_json("factorized_params_before", "", static_cast<double>(first.summary.params_before))
       .add_json("factorized_params_after", "", static_cast<double>(first.summary.params_after))
@@ -124,6 +165,13 @@ void add_lowrank_fields(Record& rec, const Means& m, const nn::LowRankFineTuneRe
     std::string key = "rank_" + l.name;
     std::replace(key.begin(), key.end(), '.', '_');
     rec.add_json(key, "", static_cast<double>(l.factorized ? l.rank : 0));
+    if (l.factorized && l.rank_in > 0)
+      rec.add_json(key + "_in", "", static_cast<double>(l.rank_in));
+    if (l.factorized) {
+      std::string e = "energy_kept_" + l.name;
+      std::replace(e.begin(), e.end(), '.', '_');
+      rec.add_json(e, "", l.energy_kept);
+    }
   }
   // Time, memory and size of the fine-tuning run (first seed), comparable to the baseline's.
   add_training_cost(rec, first.fine_tune);
@@ -168,12 +216,13 @@ Record classifier_variant(const Env& env, bool cnn, const Plan& plan) {
     nn::TrainOptions fo = o;
     fo.epochs = ft_epochs;
     fo.label = "[cost_report] " + workload + " " + plan.variant;
+    const int64_t rows = std::min(kCalibrationRows, data.train.inputs.dim(0));
+    const frugal::Tensor calib = data.train.inputs.slice(0, 0, rows).contiguous();
     nn::LowRankFineTuneResult r = nn::fine_tune_factorized_classifier(
-        *model, plan.policy, nn::FactorizeOptions{.skip = plan.skip}, data.train, data.test,
-        recipe.adamw, fo);
+        *model, plan.policy, options_of(plan, calib), data.train, data.test, recipe.adamw, fo);
     m.add(cache[key].result.test_accuracy, r.accuracy_before_fine_tune, r.fine_tune.test_accuracy,
           cache[key + "/dense_ft"].result.test_accuracy, r.summary.param_ratio, r.factorize_seconds,
-          r.fine_tune.train_seconds);
+          r.fine_tune.train_seconds, r.summary.eligible_ratio);
     if (k == 0) first = std::move(r);
   }
   Record rec{"training",
@@ -181,9 +230,10 @@ Record classifier_variant(const Env& env, bool cnn, const Plan& plan) {
              plan.variant,
              (cnn ? std::string("digits CNN") : std::string("MLP 64-256-128-10")) +
                  " trained as fp32 (" + std::to_string(epochs) + " epochs), factorize_model " +
-                 plan.what + " (ranks " + ranks_of(first.layers) + "), fine-tune " +
-                 std::to_string(ft_epochs) + " epochs AdamW lr " + short_number(recipe.adamw.lr) +
-                 " cosine; mean of " + std::to_string(m.n) + " seeds, vs fp32 = same seeds",
+                 plan.what + " (ranks " + ranks_of(first.layers) + ", energy kept " +
+                 energies_of(first.layers) + "), fine-tune " + std::to_string(ft_epochs) +
+                 " epochs AdamW lr " + short_number(recipe.adamw.lr) + " cosine; mean of " +
+                 std::to_string(m.n) + " seeds, vs fp32 = same seeds",
              {}};
   add_lowrank_fields(rec, m, first, true);
   return rec;
@@ -223,11 +273,14 @@ Record gpt_variant(const Env& env, const Plan& plan) {
     nn::GPT model(cfg);
     restore(model, cache[key]);
     fo.label = "[cost_report] char_gpt " + plan.variant;
+    // Calibration: 16 windows of 64 training characters at a fixed key (not the seed's).
+    const frugal::Tensor calib =
+        corpus->sample(nn::CorpusSplit::kTrain, 16, cfg.block_size, 12345, 0).input;
     nn::LowRankFineTuneResult r = nn::fine_tune_factorized_char_gpt(
-        model, plan.policy, nn::FactorizeOptions{.skip = plan.skip}, *corpus, ft_adamw, fo);
+        model, plan.policy, options_of(plan, calib), *corpus, ft_adamw, fo);
     m.add(cache[key].result.val_loss, r.val_loss_before_fine_tune, r.fine_tune.val_loss,
           cache[key + "/dense_ft"].result.val_loss, r.summary.param_ratio, r.factorize_seconds,
-          r.fine_tune.train_seconds);
+          r.fine_tune.train_seconds, r.summary.eligible_ratio);
     if (k == 0) first = std::move(r);
   }
   Record rec{"training",
@@ -235,15 +288,72 @@ Record gpt_variant(const Env& env, const Plan& plan) {
              plan.variant,
              "kSmall GPT trained as fp32 (" + std::to_string(env.opt.gpt_steps) +
                  " steps), factorize_model on the MLPs' c_fc / c_proj " + plan.what + " (ranks " +
-                 ranks_of(first.layers) + "), fine-tune " + std::to_string(ft_steps) +
-                 " steps AdamW lr " + short_number(ft_adamw.lr) + " cosine; mean of " +
-                 std::to_string(m.n) + " seeds, vs fp32 = same seeds",
+                 ranks_of(first.layers) + ", energy kept " + energies_of(first.layers) +
+                 "), fine-tune " + std::to_string(ft_steps) + " steps AdamW lr " +
+                 short_number(ft_adamw.lr) + " cosine; mean of " + std::to_string(m.n) +
+                 " seeds, vs fp32 = same seeds",
              {}};
   add_lowrank_fields(rec, m, first, false);
   return rec;
 }
 
-const Plan kEnergy90{"low-rank 90% + FT", lr::RankPolicy::energy(0.9), {}, "at 90% energy"};
+const Plan kEnergy90{"low-rank 90% + FT",
+                     lr::RankPolicy::energy(0.9),
+                     {},
+                     "at 90% energy per layer (Tucker-2 per channel mode)"};
+// (a) one energy budget over all factorized layers, ranks allocated by energy per parameter.
+const Plan kGlobal90{"global 90% + FT",
+                     lr::RankPolicy::global_energy(0.9),
+                     {},
+                     "at 90% of the summed energy of all layers (greedy by energy per parameter; "
+                     "Tucker-2 by core energy)"};
+// (b) response energy: the spectrum of the layer outputs on 512 training inputs (GPT: 16
+// windows); convolutions by the response channel decomposition (Zhang et al. 2015).
+Plan response90() {
+  Plan p{"response 90% + FT",
+         lr::RankPolicy::energy(0.9),
+         {},
+         "at 90% of the output second moment per layer on calibration data"};
+  p.conv = nn::ConvFactorization::kChannel;
+  p.source = nn::EnergySource::kResponses;
+  return p;
+}
+// (a) + (b): one budget over all layers of response energy, each layer normalized to 1.
+Plan global_response90() {
+  Plan p{"global response 90% + FT",
+         lr::RankPolicy::global_energy(0.9),
+         {},
+         "at 90% of the mean per-layer output energy (greedy by energy per parameter)"};
+  p.conv = nn::ConvFactorization::kChannel;
+  p.source = nn::EnergySource::kResponses;
+  p.global_normalized = true;
+  return p;
+}
+// (c) convolution alternatives at 90% weight energy per layer.
+Plan cnn_tucker2_core90() {
+  Plan p{"tucker2-core 90% + FT",
+         lr::RankPolicy::energy(0.9),
+         {},
+         "at 90% energy per layer, Tucker-2 energy = kept by the truncated core"};
+  p.tucker2_energy = nn::Tucker2Energy::kCore;
+  return p;
+}
+Plan cnn_channel90() {
+  Plan p{"channel-svd 90% + FT",
+         lr::RankPolicy::energy(0.9),
+         {},
+         "at 90% energy per layer, convs by channel SVD (kxk to r, 1x1)"};
+  p.conv = nn::ConvFactorization::kChannel;
+  return p;
+}
+Plan cnn_spatial90() {
+  Plan p{"spatial-svd 90% + FT",
+         lr::RankPolicy::energy(0.9),
+         {},
+         "at 90% energy per layer, convs by spatial SVD (kx1, 1xk)"};
+  p.conv = nn::ConvFactorization::kSpatial;
+  return p;
+}
 // Where 90% energy does not halve the factorized parameters: rank for a 2x compression. The
 // CNN keeps its 1-channel first conv (144 parameters) and its 10-class classifier dense: at 2x
 // the classifier would keep rank 4 of 10 and the first conv rank 2 of 16 (docs/lowrank.md).
@@ -253,19 +363,57 @@ const Plan kCnn2x{"low-rank 2x + FT",
                   "at 2x compression of the second conv"};
 const Plan kGpt2x{"low-rank 2x + FT", lr::RankPolicy::compression(2.0), {}, "at 2x compression"};
 
+/// FRUGAL_LOWRANK_VARIANTS (comma-separated substrings of variant names) keeps only the
+/// matching rows; unset: all. For development runs.
+bool wanted(const std::string& variant) {
+  const char* env = std::getenv("FRUGAL_LOWRANK_VARIANTS");
+  if (env == nullptr || *env == 0) return true;
+  std::string list = env;
+  std::size_t at = 0;
+  while (at <= list.size()) {
+    const std::size_t end = std::min(list.find(',', at), list.size());
+    const std::string tok = list.substr(at, end - at);
+    if (!tok.empty() && variant.find(tok) != std::string::npos) return true;
+    at = end + 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::vector<Row> lowrank_rows() {
-  return {
-      {"training", "mlp_digits",
-       [](const Env& env) { return classifier_variant(env, false, kEnergy90); }},
-      {"training", "cnn_digits",
-       [](const Env& env) { return classifier_variant(env, true, kEnergy90); }},
-      {"training", "cnn_digits",
-       [](const Env& env) { return classifier_variant(env, true, kCnn2x); }},
-      {"training", "char_gpt", [](const Env& env) { return gpt_variant(env, kEnergy90); }},
-      {"training", "char_gpt", [](const Env& env) { return gpt_variant(env, kGpt2x); }},
+  std::vector<Row> rows;
+  auto mlp = [&](Plan p) {
+    if (wanted("mlp " + p.variant))
+      rows.push_back({"training", "mlp_digits",
+                      [p](const Env& env) { return classifier_variant(env, false, p); }});
   };
+  auto cnn = [&](Plan p) {
+    if (wanted("cnn " + p.variant))
+      rows.push_back({"training", "cnn_digits",
+                      [p](const Env& env) { return classifier_variant(env, true, p); }});
+  };
+  auto gpt = [&](Plan p) {
+    if (wanted("gpt " + p.variant))
+      rows.push_back({"training", "char_gpt", [p](const Env& env) { return gpt_variant(env, p); }});
+  };
+  mlp(kEnergy90);
+  mlp(kGlobal90);
+  mlp(response90());
+  mlp(global_response90());
+  cnn(kEnergy90);
+  cnn(cnn_tucker2_core90());
+  cnn(cnn_channel90());
+  cnn(cnn_spatial90());
+  cnn(kGlobal90);
+  cnn(response90());
+  cnn(global_response90());
+  cnn(kCnn2x);
+  gpt(kEnergy90);
+  gpt(kGlobal90);
+  gpt(response90());
+  gpt(kGpt2x);
+  return rows;
 }
 
 }  // namespace cost_report

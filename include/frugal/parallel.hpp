@@ -6,3 +6,4 @@
 #include "frugal/parallel/nccl_comm.hpp"
 #include "frugal/parallel/thread_comm.hpp"
 #include "frugal/parallel/compression.hpp"
+#include "frugal/parallel/simulated_link.hpp"

@@ -13,8 +13,15 @@
 // - Workspaces come from the stream-ordered pool (Tensor::empty on the device) and are freed on
 //   the same stream after the call.
 // Every call enqueues on ctx.stream and returns without synchronizing.
+//
+// The autocast convolution (conv2d_*_low, bf16 / f16 operands, f32 results) goes through the cuDNN
+// graph (backend) API instead, which, unlike the legacy API, lets the tensors of one convolution
+// have different dtypes; see "Low precision" below. NOT YET RUN ON A GPU (no GPU where it was
+// written; tests/amp/autocast_conv_cuda.cpp skips there).
 #include <array>
+#include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -341,6 +348,321 @@ void conv2d_backward_bias(ConstTensorView dy, TensorView db, const ExecContext& 
   // beta = 1: the gradient accumulates into db.
   FRUGAL_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, kScalars.one(type), dyd.get(), dy.data,
                                                   kScalars.one(type), dbd.get(), db.data));
+}
+
+// ---- Low precision: conv2d_*_low through the cuDNN graph API ---------------------------------
+//
+// The legacy API takes bf16 / f16 only in its PSEUDO_BFLOAT16 / PSEUDO_HALF configurations, where
+// x, w and y share the low dtype: the output, grad_input and the weight gradient would be rounded
+// to bf16 before reaching the fp32 master gradient. The graph API describes each tensor with its
+// own dtype: one single-operation graph per pass, x / w / dy in bf16 or f16, y / dx / dw in f32,
+// compute type f32 (fp32 accumulation), NCHW strides. Engines come from the heuristics (mode A);
+// the first whose plan finalizes and whose numerical notes do not say non-deterministic, reduced-
+// precision reduction or down-converted inputs is used (as the legacy path prefers deterministic
+// algorithms). The weight gradient is computed into a temporary (beta 0) and added into dw with
+// cu::axpy, so no engine has to support beta. When cuDNN has no acceptable engine for a graph the
+// functions return false (the answer is cached per geometry) and the caller runs the fp32
+// convolution on the operands widened to f32. Plans are cached per (host thread, device, pass,
+// dtype, geometry, alignment): a plan belongs to the handle it was built with.
+
+namespace {
+
+/// An owned cudnnBackendDescriptor_t.
+class BackendDesc {
+ public:
+  explicit BackendDesc(cudnnBackendDescriptorType_t type) {
+    FRUGAL_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d_));
+  }
+  ~BackendDesc() { cudnnBackendDestroyDescriptor(d_); }  // never throws
+  BackendDesc(const BackendDesc&) = delete;
+  BackendDesc& operator=(const BackendDesc&) = delete;
+  cudnnBackendDescriptor_t get() const { return d_; }
+  /// Sets attribute `name` to `count` elements of `type` at `values`.
+  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
+           const void* values) {
+    FRUGAL_CUDNN_CHECK(cudnnBackendSetAttribute(d_, name, type, count, values));
+  }
+  void finalize() { FRUGAL_CUDNN_CHECK(cudnnBackendFinalize(d_)); }
+  /// Finalizes without throwing: false when cuDNN rejects the descriptor.
+  bool try_finalize() { return cudnnBackendFinalize(d_) == CUDNN_STATUS_SUCCESS; }
+
+ private:
+  cudnnBackendDescriptor_t d_{};
+};
+
+using BackendPtr = std::unique_ptr<BackendDesc>;
+
+BackendPtr make_desc(cudnnBackendDescriptorType_t type) {
+  return std::make_unique<BackendDesc>(type);
+}
+
+cudnnDataType_t low_type(DType t) {
+  return t == DType::kBF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+}
+
+/// A packed NCHW (or KCRS) tensor of the graph.
+BackendPtr graph_tensor(int64_t uid, const std::array<int64_t, 4>& dims, cudnnDataType_t type,
+                        int64_t alignment) {
+  const std::array<int64_t, 4> strides{dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1};
+  BackendPtr t = make_desc(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+  t->set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data());
+  t->set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data());
+  t->set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+  t->set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
+  t->finalize();
+  return t;
+}
+
+enum LowPass : int64_t { kLowForward = 0, kLowBackwardData = 1, kLowBackwardFilter = 2 };
+
+// Graph tensor ids: x, w, y (dx, dw, dy take the ids of x, w, y).
+constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3;
+
+/// A finalized execution plan and its workspace size; an empty plan means "no engine".
+struct LowPlan {
+  BackendPtr plan;
+  int64_t workspace = 0;
+};
+
+/// True when an engine's numerical notes allow it: deterministic, fp32 reduction, no down-
+/// conversion of the inputs.
+bool acceptable_engine(cudnnBackendDescriptor_t cfg) {
+  BackendDesc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  cudnnBackendDescriptor_t e = engine.get();
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &n, &e) != CUDNN_STATUS_SUCCESS) {
+    return false;
+  }
+  std::array<cudnnBackendNumericalNote_t, CUDNN_NUMERICAL_NOTE_TYPE_COUNT> notes{};
+  int64_t count = 0;
+  if (cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                               static_cast<int64_t>(notes.size()), &count,
+                               notes.data()) != CUDNN_STATUS_SUCCESS) {
+    return false;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC ||
+        notes[i] == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION ||
+        notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Builds the single-convolution graph of `pass` and its first acceptable plan.
+LowPlan build_low_plan(cudnnHandle_t h, LowPass pass, DType low, const Shape& xs, const Shape& ws,
+                       const Shape& ys, const ConvParams& p, int64_t alignment) {
+  const cudnnDataType_t lt = low_type(low), ft = CUDNN_DATA_FLOAT;
+  const std::array<int64_t, 4> xd{xs[0], xs[1], xs[2], xs[3]}, wd{ws[0], ws[1], ws[2], ws[3]},
+      yd{ys[0], ys[1], ys[2], ys[3]};
+  // Low operands, f32 results: forward x, w -> y; backward data dy, w -> dx; filter dy, x -> dw.
+  BackendPtr x = graph_tensor(kUidX, xd, pass == kLowBackwardData ? ft : lt, alignment);
+  BackendPtr w = graph_tensor(kUidW, wd, pass == kLowBackwardFilter ? ft : lt, alignment);
+  BackendPtr y = graph_tensor(kUidY, yd, pass == kLowForward ? ft : lt, alignment);
+
+  BackendPtr conv = make_desc(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const int64_t spatial = 2;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  const std::array<int64_t, 2> stride{p.stride_h, p.stride_w}, pad{p.pad_h, p.pad_w},
+      dil{p.dil_h, p.dil_w};
+  // Post-padding = pre-padding, as the legacy descriptor: the output extent is floor-divided.
+  conv->set(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial);
+  conv->set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &ft);
+  conv->set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+  conv->set(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride.data());
+  conv->set(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad.data());
+  conv->set(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad.data());
+  conv->set(CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dil.data());
+  conv->finalize();
+
+  const float alpha = 1.f, beta = 0.f;
+  cudnnBackendDescriptor_t xv = x->get(), wv = w->get(), yv = y->get(), cv = conv->get();
+  BackendPtr op;
+  switch (pass) {
+    case kLowForward:
+      op = make_desc(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+              &cv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+      break;
+    case kLowBackwardData:
+      op = make_desc(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+              &cv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+      break;
+    case kLowBackwardFilter:
+      op = make_desc(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+              &wv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+              &yv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+              1, &cv);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+      op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+      break;
+  }
+  LowPlan result;
+  // A graph cuDNN rejects (no support for these dtypes together) means "no engine".
+  if (!op->try_finalize()) return result;
+
+  BackendPtr graph = make_desc(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  cudnnBackendDescriptor_t opv = op->get();
+  graph->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+  graph->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &opv);
+  if (!graph->try_finalize()) return result;
+
+  BackendPtr heur = make_desc(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  cudnnBackendDescriptor_t gv = graph->get();
+  const cudnnBackendHeurMode_t heur_mode = CUDNN_HEUR_MODE_A;
+  heur->set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &gv);
+  heur->set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &heur_mode);
+  if (!heur->try_finalize()) return result;
+  int64_t available = 0;
+  FRUGAL_CUDNN_CHECK(cudnnBackendGetAttribute(heur->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &available,
+                                              nullptr));
+  if (available <= 0) return result;
+  std::vector<BackendPtr> cfgs;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < available; ++i) {
+    cfgs.push_back(make_desc(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+    raw.push_back(cfgs.back()->get());
+  }
+  int64_t got = 0;
+  FRUGAL_CUDNN_CHECK(cudnnBackendGetAttribute(heur->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, available, &got,
+                                              raw.data()));
+  for (int64_t i = 0; i < got; ++i) {
+    if (!acceptable_engine(raw[static_cast<std::size_t>(i)])) continue;
+    BackendPtr plan = make_desc(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+    plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+              &raw[static_cast<std::size_t>(i)]);
+    if (!plan->try_finalize()) continue;
+    int64_t ws = 0, n = 0;
+    FRUGAL_CUDNN_CHECK(cudnnBackendGetAttribute(
+        plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws));
+    result.plan = std::move(plan);
+    result.workspace = ws;
+    return result;
+  }
+  return result;
+}
+
+/// Largest power of two <= 16 dividing every address: the graph tensors' byte alignment.
+int64_t common_alignment(std::initializer_list<const void*> ptrs) {
+  int64_t a = 16;
+  for (const void* q : ptrs) {
+    const auto v = reinterpret_cast<std::uintptr_t>(q);
+    while (a > 1 && v % static_cast<std::uintptr_t>(a) != 0) a /= 2;
+  }
+  return a;
+}
+
+/// This thread's plan for (device, pass, dtype, geometry, alignment), built on first use.
+const LowPlan& low_plan(cudnnHandle_t h, int device, LowPass pass, DType low, const Shape& xs,
+                        const Shape& ws, const Shape& ys, const ConvParams& p, int64_t alignment) {
+  thread_local std::map<std::vector<int64_t>, LowPlan> plans;
+  std::vector<int64_t> key{device, pass, static_cast<int64_t>(low), alignment};
+  for (const Shape* s : {&xs, &ws}) {
+    for (int i = 0; i < 4; ++i) key.push_back((*s)[i]);
+  }
+  for (int64_t v : {p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups}) {
+    key.push_back(v);
+  }
+  auto it = plans.find(key);
+  if (it == plans.end()) {
+    it =
+        plans.emplace(std::move(key), build_low_plan(h, pass, low, xs, ws, ys, p, alignment)).first;
+  }
+  return it->second;
+}
+
+/// Runs `plan` on (x, w, y) pointers (by graph id) with a pool workspace.
+void execute_low(cudnnHandle_t h, const LowPlan& plan, const void* x, const void* w, const void* y,
+                 int device, const ExecContext& ctx) {
+  Tensor ws = workspace(static_cast<size_t>(plan.workspace), device, ctx);
+  std::array<int64_t, 3> uids{kUidX, kUidW, kUidY};
+  std::array<void*, 3> ptrs{const_cast<void*>(x), const_cast<void*>(w), const_cast<void*>(y)};
+  void* wsp = ws.defined() ? ws.data_ptr() : nullptr;
+  BackendDesc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids.data());
+  pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs.data());
+  pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &wsp);
+  pack.finalize();
+  FRUGAL_CUDNN_CHECK(cudnnBackendExecute(h, plan.plan->get(), pack.get()));
+}
+
+}  // namespace
+
+bool conv2d_forward_low(ConstTensorView x, ConstTensorView w, ConstTensorView bias, TensorView y,
+                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                        int64_t dil_h, int64_t dil_w, int64_t groups, const ExecContext& ctx) {
+  const int dev = x.device.index;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(dev));
+  cudnnHandle_t h = handle_for(dev, stream_of(ctx));
+  const ConvParams p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
+  const LowPlan& plan = low_plan(h, dev, kLowForward, x.dtype, x.shape, w.shape, y.shape, p,
+                                 common_alignment({x.data, w.data, y.data}));
+  if (!plan.plan) return false;
+  execute_low(h, plan, x.data, w.data, y.data, dev, ctx);
+  if (bias.data != nullptr) {
+    TensorDesc yd, bd;
+    FRUGAL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(
+        yd.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, to_int(y.shape[0], "batch"),
+        to_int(y.shape[1], "channels"), to_int(y.shape[2], "height"), to_int(y.shape[3], "width")));
+    set_channel_desc(bd, bias.shape[0], CUDNN_DATA_FLOAT);
+    FRUGAL_CUDNN_CHECK(cudnnAddTensor(h, kScalars.one(CUDNN_DATA_FLOAT), bd.get(), bias.data,
+                                      kScalars.one(CUDNN_DATA_FLOAT), yd.get(), y.data));
+  }
+  return true;
+}
+
+bool conv2d_backward_data_low(ConstTensorView dy, ConstTensorView w, TensorView dx,
+                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t dil_h, int64_t dil_w, int64_t groups,
+                              const ExecContext& ctx) {
+  const int dev = dy.device.index;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(dev));
+  cudnnHandle_t h = handle_for(dev, stream_of(ctx));
+  const ConvParams p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
+  const LowPlan& plan = low_plan(h, dev, kLowBackwardData, dy.dtype, dx.shape, w.shape, dy.shape, p,
+                                 common_alignment({dx.data, w.data, dy.data}));
+  if (!plan.plan) return false;
+  execute_low(h, plan, dx.data, w.data, dy.data, dev, ctx);
+  return true;
+}
+
+bool conv2d_backward_filter_low(ConstTensorView dy, ConstTensorView x, TensorView dw,
+                                int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                int64_t dil_h, int64_t dil_w, int64_t groups,
+                                const ExecContext& ctx) {
+  const int dev = dy.device.index;
+  FRUGAL_CUDA_CHECK(cudaSetDevice(dev));
+  cudnnHandle_t h = handle_for(dev, stream_of(ctx));
+  const ConvParams p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
+  // The gradient of this call goes to a fresh f32 tensor (beta 0), then dw += it.
+  Tensor tmp = Tensor::empty(dw.shape, DType::kF32, dw.device, ctx);
+  const LowPlan& plan = low_plan(h, dev, kLowBackwardFilter, dy.dtype, x.shape, dw.shape, dy.shape,
+                                 p, common_alignment({x.data, tmp.data_ptr(), dy.data}));
+  if (!plan.plan) return false;
+  execute_low(h, plan, x.data, tmp.data_ptr(), dy.data, dev, ctx);
+  axpy(1.0, tmp.cview(), dw, ctx);
+  return true;
 }
 
 }  // namespace frugal::cu

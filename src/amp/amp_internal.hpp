@@ -1,5 +1,8 @@
 #pragma once
 // CPU backends of the amp module (src/amp/cpu/*.cpp).
+#include <cstdint>
+#include <vector>
+
 #include "frugal/amp/cast.hpp"
 #include "frugal/core/tensor.hpp"
 
@@ -10,7 +13,10 @@ namespace frugal::cpu {
 float amp_cast(ConstTensorView x, TensorView out, int format, const amp::CastOptions& opt,
                const ExecContext& ctx);
 
-/// g *= inv_scale in place (contiguous f32); returns true when g held a non-finite value.
-bool amp_unscale_check(TensorView g, float inv_scale, const ExecContext& ctx);
+/// Multi-tensor unscale-and-check: every g *= inv_scale in place (contiguous f32, one parallel
+/// pass over the chunks of all tensors); element t of the result is 1 when grads[t] held a
+/// non-finite value.
+std::vector<uint8_t> amp_unscale_check_multi(const std::vector<TensorView>& grads, float inv_scale,
+                                             const ExecContext& ctx);
 
 }  // namespace frugal::cpu

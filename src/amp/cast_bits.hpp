@@ -16,15 +16,32 @@ namespace frugal::amp::detail {
 enum Format : int { kFmtF16 = 0, kFmtBF16 = 1, kFmtE4M3 = 2, kFmtE5M2 = 3 };
 
 // Stochastic rounding draws R random bits per element, R = 16 for f16 / bf16 and 8 for fp8
-// (sr_bits): element i of a call takes bits [R (i % E), R (i % E) + R) of the 128-bit Philox4x32-10
-// output with counter i / E + ctx.offset (key ctx.seed), E = 128 / R elements per block, the
-// output read as x | y << 32 | z << 64 | w << 96 (little-endian: byte k of the 16 output bytes is
-// element k's r for fp8). A call of n elements consumes ceil(n / E) counters (sr_counters; at
-// most philox_counters(n), so advancing the offset by that stays valid). 16 bits are exact for
-// bf16 (16 dropped bits) and f16 normals (13); elsewhere the round-up probability is the dropped
-// fraction rounded up to a multiple of 2^-R (bias below 2^-R ulp: 2^-16 for f16 subnormals,
-// 2^-8 for fp8, whose ulp is already 2^-3 / 2^-2 relative), as hardware SR units with few random
-// bits do. 8 bits halve the Philox work, the cost that bounds the fp8 cast (docs/amp.md).
+// (sr_bits). 16 bits are exact for bf16 (16 dropped bits) and f16 normals (13); elsewhere the
+// round-up probability is the dropped fraction rounded up to a multiple of 2^-R (bias below 2^-R
+// ulp: 2^-16 for f16 subnormals, 2^-8 for fp8, whose ulp is already 2^-3 / 2^-2 relative), as
+// hardware SR units with few random bits do.
+//
+// The bits come from Philox4x32 with kSrRounds = 7 rounds (sr_philox: Philox4x32-10's round
+// function and key schedule, stopped after 7 rounds). Salmon et al. 2011 (SC11, Table 2) give 7
+// as the fewest rounds for which Philox4x32 is Crush-resistant (passes TestU01's SmallCrush,
+// Crush and BigCrush on many counter and key patterns) and recommend 10 as a safety margin, which
+// the library's other streams keep; rounding noise needs uniform bits, not that margin, and 7
+// rounds make the generator, most of the cast's work, 30% cheaper (docs/amp.md). Counter c of a
+// call is c + ctx.offset (a 128-bit integer as in philox.hpp), key ctx.seed; a block's 128 output
+// bits hold E = 128 / R elements' bits, each 32-bit word k = 32 / R pieces, piece q = bits
+// [R q, R q + R).
+//   Full groups: the first floor(n / G) * G elements, G = 8 E, form groups of G; group g uses
+//   the 8 blocks of counters 8 g .. 8 g + 7 arranged as two rows of 16 words (xb: word x of
+//   block 8 g + b),
+//     row 0 = x0 y0 x1 y1 ... x7 y7,   row 1 = z0 w0 z1 w1 ... z7 w7,
+//   and element j (0 <= j < G) of the group takes piece p % k of word j % 16 of row p / k,
+//   p = j / 16. (Sixteen consecutive elements take one piece of one row: the layout in which
+//   AVX-512 Philox, 8 blocks per register, hands out the bits without a transposition.)
+//   Tail: the last n - floor(n / G) * G elements take, in order, the pieces of the following
+//   blocks (element t of the tail: piece t % k of word (t % E) / k of block 8 floor(n / G) +
+//   t / E), so a call of n elements consumes ceil(n / E) counters (sr_counters), at most
+//   philox_counters(n): advancing the offset by that between calls stays valid.
+// 8 bits halve the Philox work, the cost that bounds the fp8 cast (docs/amp.md).
 template <int kFmt>
 constexpr int sr_bits() {
   return kFmt == kFmtE4M3 || kFmt == kFmtE5M2 ? 8 : 16;
@@ -39,13 +56,49 @@ FRUGAL_INLINE constexpr uint64_t sr_counters(int64_t n, int format) {
   return static_cast<uint64_t>((n + e - 1) / e);
 }
 
-// The R = bits random bits of element i of the stream (seed, offset), straight from the definition.
-FRUGAL_INLINE constexpr uint32_t sr_random(uint64_t seed, uint64_t offset, uint64_t i, int bits) {
-  const uint64_t e = static_cast<uint64_t>(128 / bits);
-  const Uint4 b = Philox4x32::generate(philox_counter(i / e, offset), seed);
-  const int bit = static_cast<int>(i % e) * bits;
-  const uint32_t word = lane(b, bit / 32);
-  return (word >> (bit % 32)) & ((1u << bits) - 1u);
+// Rounds of the stochastic-rounding generator (see above).
+constexpr int kSrRounds = 7;
+
+// Philox4x32 with kSrRounds rounds: the rounds and key schedule of Philox4x32::generate.
+FRUGAL_INLINE constexpr Uint4 sr_philox(Uint4 counter, uint64_t seed) {
+  Uint4 c = counter;
+  Uint2 k = Philox4x32::key_of(seed);
+  c = Philox4x32::round(c, k);
+  for (int r = 1; r < kSrRounds; ++r) {
+    k.x += Philox4x32::kW0;
+    k.y += Philox4x32::kW1;
+    c = Philox4x32::round(c, k);
+  }
+  return c;
+}
+
+// Bits [bits * q, bits * q + bits) of word w (0..3: x, y, z, w) of block b.
+FRUGAL_INLINE constexpr uint32_t sr_piece(const Uint4& b, int w, int q, int bits) {
+  return (lane(b, w) >> (bits * q)) & ((1u << bits) - 1u);
+}
+
+// Element j (0 <= j < 8 E) of a full group whose 8 blocks are blk[0..8): the layout above.
+FRUGAL_INLINE constexpr uint32_t sr_group_random(const Uint4* blk, int j, int bits) {
+  const int k = 32 / bits, p = j / 16, l = j % 16;
+  return sr_piece(blk[l / 2], 2 * (p / k) + l % 2, p % k, bits);
+}
+
+// The R = bits random bits of element i of a call of n elements with stream (seed, offset),
+// straight from the definition.
+FRUGAL_INLINE constexpr uint32_t sr_random(uint64_t seed, uint64_t offset, int64_t n, int64_t i,
+                                           int bits) {
+  const int64_t e = 128 / bits, k = 32 / bits, g = 8 * e;
+  const int64_t full = n / g * g;
+  if (i < full) {
+    const int64_t j = i % g, p = j / 16, l = j % 16;
+    const auto block = static_cast<uint64_t>(8 * (i / g) + l / 2);
+    const Uint4 b = sr_philox(philox_counter(block, offset), seed);
+    return sr_piece(b, static_cast<int>(2 * (p / k) + l % 2), static_cast<int>(p % k), bits);
+  }
+  const int64_t t = i - full;
+  const auto block = static_cast<uint64_t>(full / e + t / e);
+  const Uint4 b = sr_philox(philox_counter(block, offset), seed);
+  return sr_piece(b, static_cast<int>(t % e / k), static_cast<int>(t % k), bits);
 }
 
 // fp32 -> code with stochastic rounding, the readable reference. `shift` input mantissa bits are
@@ -109,7 +162,7 @@ FRUGAL_INLINE constexpr uint32_t encode_rne(float f, Overflow policy) {
 }
 
 // fp32 -> code with stochastic rounding (rnd: the element's sr_bits<kFmt>() random bits,
-// sr_random).
+// sr_random). The readable reference.
 template <int kFmt>
 FRUGAL_INLINE constexpr uint32_t encode_sr(float f, Overflow policy, uint32_t rnd) {
   constexpr int kR = sr_bits<kFmt>();

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "amp/amp_internal.hpp"
 #include "cu_ops.hpp"
@@ -42,21 +44,33 @@ UnscaleResult DynamicLossScaler::unscale_and_check(
   const float inv = static_cast<float>(1.0 / static_cast<double>(state_.scale));
   UnscaleResult r;
   if (grads.empty()) return r;
-  std::vector<bool> bad(grads.size(), false);
+  std::vector<TensorView> views;
+  views.reserve(grads.size());
+  for (const auto& [name, g] : grads) views.push_back(g);
+  std::vector<uint8_t> bad;
   if (grads.front().second.device.kind == DeviceKind::kCpu) {
-    for (size_t i = 0; i < grads.size(); ++i) {
-      if (grads[i].second.numel() > 0) bad[i] = cpu::amp_unscale_check(grads[i].second, inv, ctx);
-    }
+    bad = cpu::amp_unscale_check_multi(views, inv, ctx);
   } else {
-    const int64_t n = static_cast<int64_t>(grads.size());
-    Tensor flags = Tensor::zeros(Shape{n}, DType::kI32, grads.front().second.device, ctx);
-    for (int64_t i = 0; i < n; ++i) {
-      if (grads[i].second.numel() > 0) {
-        cu::amp_unscale_check(grads[i].second, inv, flags.view(), i, ctx);
+    // One launch: the chunk table ({address, length, tensor}) goes to the device with the flags.
+    constexpr int64_t kChunk = int64_t{1} << 16;
+    std::vector<int64_t> table;
+    for (size_t t = 0; t < views.size(); ++t) {
+      const auto base = reinterpret_cast<std::uintptr_t>(views[t].data);
+      const int64_t n = views[t].numel();
+      for (int64_t b = 0; b < n; b += kChunk) {
+        table.push_back(
+            static_cast<int64_t>(base + static_cast<std::uintptr_t>(b) * sizeof(float)));
+        table.push_back(std::min(kChunk, n - b));
+        table.push_back(static_cast<int64_t>(t));
       }
     }
+    const Device dev = grads.front().second.device;
+    const int64_t num_chunks = static_cast<int64_t>(table.size() / 3);
+    const Tensor chunks = Tensor::from_vector(table, Shape{num_chunks, 3}).to(dev, ctx);
+    Tensor flags = Tensor::zeros(Shape{static_cast<int64_t>(views.size())}, DType::kI32, dev, ctx);
+    cu::amp_unscale_check_multi(chunks.cview(), inv, flags.view(), ctx);
     const std::vector<int32_t> host = flags.to(Device::cpu(), ctx).to_vector<int32_t>();
-    for (int64_t i = 0; i < n; ++i) bad[i] = host[i] != 0;
+    bad.assign(host.begin(), host.end());
   }
   for (size_t i = 0; i < grads.size(); ++i) {
     if (!bad[i]) continue;

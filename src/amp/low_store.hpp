@@ -1,9 +1,8 @@
 #pragma once
-// Branchless float -> bf16 / f16 stores for the autocast host kernels (internal header). The
-// generic conversion of float_types.hpp handles every format through one routine and keeps the
-// surrounding loops from vectorizing; these give the same bits (tests compare them).
+// Float -> bf16 / f16 stores for the autocast host kernels (internal header). bf16 goes through
+// float_to_bf16_bits, which is branchless and lets the surrounding loops vectorise; f16 through
+// the generic Half(float).
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "frugal/core/float_types.hpp"
@@ -11,15 +10,8 @@
 namespace frugal::amp::detail {
 
 /// float -> bf16, round to nearest even, overflow to Inf, NaN to the quiet NaN 0x7FC0 (sign
-/// kept): bit-identical to BFloat16(float).
-inline BFloat16 to_bf16_rne(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u)
-    return BFloat16::from_bits(static_cast<uint16_t>((u >> 16) | 0x7FC0u));
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return BFloat16::from_bits(static_cast<uint16_t>(u >> 16));
-}
+/// kept): BFloat16(float), whose conversion is branchless.
+inline BFloat16 to_bf16_rne(float f) { return BFloat16::from_bits(float_to_bf16_bits(f)); }
 
 /// A low-precision element from float: bf16 through to_bf16_rne, f16 through Half(float).
 template <class L>

@@ -56,11 +56,16 @@ FRUGAL_INLINE A huber_grad(A x) {
 namespace frugal::distill::cpu {
 
 /// Fused response KD over rows. student (N, C); teacher (N, C) dense when indices has no data,
-/// else (N, k) top-k values with indices (N, k) i64; labels (N) i64 or no data. Writes
-/// grad = kd_scale (p - q) + ce_scale (softmax(s) - onehot) and fills out[kKdOutSize].
+/// else (N, k) top-k values with indices (N, k) i64; lse (N) of the student's dtype for the
+/// uniform-tail top-k teacher (no data: renormalised over the k); labels (N) i64 or no data.
+/// Writes grad = kd_scale (p - q) + ce_scale (softmax(s) - onehot) and fills out[kKdOutSize].
 void distill_kd_loss(ConstTensorView student, ConstTensorView teacher, ConstTensorView indices,
-                     ConstTensorView labels, double temperature, double kd_scale, double ce_scale,
-                     TensorView grad, double* out, const ExecContext& ctx);
+                     ConstTensorView lse, ConstTensorView labels, double temperature,
+                     double kd_scale, double ce_scale, TensorView grad, double* out,
+                     const ExecContext& ctx);
+/// lse (N) f64 = log sum_c exp(x_rc / temperature) of x (N, C), accumulated in double; NaN or Inf
+/// for a row holding NaN or Inf.
+void distill_row_lse(ConstTensorView x, double temperature, TensorView lse, const ExecContext& ctx);
 /// Mean squared error and its gradient.
 double distill_mse(ConstTensorView student, ConstTensorView teacher, TensorView grad,
                    const ExecContext& ctx);

@@ -82,7 +82,8 @@ int64_t rank_for_compression(int64_t m, int64_t n, double ratio) {
 }
 
 bool needs_singular_values(const RankPolicy& policy) {
-  return policy.rule == RankRule::kEnergy || policy.rule == RankRule::kError;
+  return policy.rule == RankRule::kEnergy || policy.rule == RankRule::kError ||
+         policy.rule == RankRule::kGlobalEnergy;
 }
 
 int64_t select_rank(std::span<const double> s, int64_t m, int64_t n, const RankPolicy& policy) {
@@ -97,6 +98,7 @@ int64_t select_rank(std::span<const double> s, int64_t m, int64_t n, const RankP
       r = std::min(static_cast<int64_t>(policy.value), kmax);
       break;
     case RankRule::kEnergy:
+    case RankRule::kGlobalEnergy:  // one matrix alone: the per-layer rule
       FRUGAL_REQUIRE(policy.value > 0.0 && policy.value <= 1.0, op, "energy ", policy.value,
                      " outside (0, 1]");
       r = rank_for_energy(s, policy.value);
@@ -119,6 +121,189 @@ int64_t select_rank(std::span<const double> s, int64_t m, int64_t n, const RankP
       break;
   }
   return std::clamp(std::max(r, policy.min_rank), int64_t{1}, kmax);
+}
+
+EnergyChain matrix_energy_chain(std::span<const double> s, int64_t m, int64_t n) {
+  const char* op = "matrix_energy_chain";
+  check_shape(op, m, n);
+  check_values(op, s);
+  EnergyChain c;
+  for (double v : s) {
+    c.gains.push_back(v * v);
+    c.costs.push_back(static_cast<double>(m + n));
+  }
+  for (std::size_t i = s.size(); i-- > 0;) c.total += c.gains[i];
+  return c;
+}
+
+EnergyChain cap_at_dense(const EnergyChain& chain, double dense_cost) {
+  const char* op = "cap_at_dense";
+  FRUGAL_REQUIRE(std::isfinite(dense_cost) && dense_cost > 0.0, op, "dense cost ", dense_cost,
+                 " must be finite and > 0");
+  FRUGAL_REQUIRE(chain.gains.size() == chain.costs.size(), op, "chain has ", chain.gains.size(),
+                 " gains and ", chain.costs.size(), " costs");
+  EnergyChain out;
+  out.total = chain.total;
+  double cost = 0.0, kept = 0.0;
+  std::size_t i = 0;
+  for (; i < chain.gains.size(); ++i) {
+    if (cost + chain.costs[i] >= dense_cost) break;
+    cost += chain.costs[i];
+    kept += chain.gains[i];
+    out.gains.push_back(chain.gains[i]);
+    out.costs.push_back(chain.costs[i]);
+  }
+  if (i < chain.gains.size()) {
+    out.gains.push_back(std::max(0.0, chain.total - kept));
+    out.costs.push_back(dense_cost - cost);
+    out.last_is_dense = true;
+  }
+  return out;
+}
+
+std::vector<int64_t> allocate_global_energy(std::span<const EnergyChain> chains, double energy,
+                                            bool normalize) {
+  const char* op = "allocate_global_energy";
+  FRUGAL_REQUIRE(!chains.empty(), op, "no chains");
+  FRUGAL_REQUIRE(energy > 0.0 && energy <= 1.0, op, "energy ", energy, " outside (0, 1]");
+  for (std::size_t l = 0; l < chains.size(); ++l) {
+    const EnergyChain& c = chains[l];
+    FRUGAL_REQUIRE(!c.gains.empty() && c.gains.size() == c.costs.size(), op, "chain ", l, " has ",
+                   c.gains.size(), " gains and ", c.costs.size(), " costs; expected as many, >= 1");
+    FRUGAL_REQUIRE(std::isfinite(c.total) && c.total >= 0.0, op, "chain ", l, " total ", c.total,
+                   " must be finite and >= 0");
+    for (std::size_t i = 0; i < c.gains.size(); ++i) {
+      FRUGAL_REQUIRE(std::isfinite(c.gains[i]) && c.gains[i] >= 0.0, op, "chain ", l, " gain ", i,
+                     " is ", c.gains[i], "; expected finite and >= 0");
+      FRUGAL_REQUIRE(std::isfinite(c.costs[i]) && c.costs[i] > 0.0, op, "chain ", l, " cost ", i,
+                     " is ", c.costs[i], "; expected finite and > 0");
+    }
+  }
+  // Weight of each chain's gains: 1, or 1 / total (an all-zero layer weighs nothing).
+  std::vector<double> weight(chains.size(), 1.0);
+  double total = 0.0, kept = 0.0;
+  std::vector<int64_t> steps(chains.size(), 1);
+  for (std::size_t l = 0; l < chains.size(); ++l) {
+    if (normalize) weight[l] = chains[l].total > 0.0 ? 1.0 / chains[l].total : 0.0;
+    total += weight[l] * chains[l].total;
+    kept += weight[l] * chains[l].gains[0];
+  }
+  // The same relative slack as rank_for_energy, so energy = 1 is reached despite rounding.
+  const double target = energy * total * (1.0 - 1e-12);
+  while (kept < target) {
+    std::size_t best = chains.size();
+    double best_ratio = -1.0;
+    for (std::size_t l = 0; l < chains.size(); ++l) {
+      const auto i = static_cast<std::size_t>(steps[l]);
+      if (i >= chains[l].gains.size()) continue;
+      const double ratio = weight[l] * chains[l].gains[i] / chains[l].costs[i];
+      if (ratio > best_ratio) {
+        best_ratio = ratio;
+        best = l;
+      }
+    }
+    if (best == chains.size()) break;  // every chain complete
+    kept += weight[best] * chains[best].gains[static_cast<std::size_t>(steps[best])];
+    ++steps[best];
+  }
+  return steps;
+}
+
+namespace {
+
+void check_core_energy(const char* op, std::span<const double> e, int64_t ro, int64_t ri,
+                       int64_t co, int64_t ci, int64_t hw) {
+  FRUGAL_REQUIRE(ro >= 1 && ri >= 1 && co >= 1 && ci >= 1 && hw >= 1, op,
+                 "extents must be positive, got R_out ", ro, ", R_in ", ri, ", C_out ", co,
+                 ", C_in ", ci, ", hw ", hw);
+  FRUGAL_REQUIRE(static_cast<int64_t>(e.size()) == ro * ri, op, "core energy has ", e.size(),
+                 " values; expected R_out R_in = ", ro * ri);
+  check_values(op, e);
+}
+
+int64_t tucker2_cost(int64_t co, int64_t ci, int64_t hw, int64_t r1, int64_t r2) {
+  return ci * r2 + r2 * r1 * hw + r1 * co;
+}
+
+/// kept[a][b] = sum_{a' < a, b' < b} e[a', b'] ((R_out + 1) x (R_in + 1) prefix sums).
+std::vector<double> prefix_sums(std::span<const double> e, int64_t ro, int64_t ri) {
+  std::vector<double> p(static_cast<std::size_t>((ro + 1) * (ri + 1)), 0.0);
+  for (int64_t a = 0; a < ro; ++a)
+    for (int64_t b = 0; b < ri; ++b) {
+      const auto at = [&](int64_t x, int64_t y) {
+        return p[static_cast<std::size_t>(x * (ri + 1) + y)];
+      };
+      p[static_cast<std::size_t>((a + 1) * (ri + 1) + b + 1)] =
+          e[static_cast<std::size_t>(a * ri + b)] + at(a, b + 1) + at(a + 1, b) - at(a, b);
+    }
+  return p;
+}
+
+}  // namespace
+
+Tucker2Ranks tucker2_ranks_for_core_energy(std::span<const double> e, int64_t r_out_max,
+                                           int64_t r_in_max, int64_t c_out, int64_t c_in,
+                                           int64_t hw, double energy) {
+  const char* op = "tucker2_ranks_for_core_energy";
+  check_core_energy(op, e, r_out_max, r_in_max, c_out, c_in, hw);
+  FRUGAL_REQUIRE(energy > 0.0 && energy <= 1.0, op, "energy ", energy, " outside (0, 1]");
+  const std::vector<double> p = prefix_sums(e, r_out_max, r_in_max);
+  const double total = p.back();
+  if (total == 0.0) return {1, 1};
+  const double target = energy * total * (1.0 - 1e-12);
+  Tucker2Ranks best{r_out_max, r_in_max};
+  int64_t best_cost = tucker2_cost(c_out, c_in, hw, r_out_max, r_in_max);
+  for (int64_t a = 1; a <= r_out_max; ++a)
+    for (int64_t b = 1; b <= r_in_max; ++b) {
+      if (p[static_cast<std::size_t>(a * (r_in_max + 1) + b)] < target) continue;
+      const int64_t cost = tucker2_cost(c_out, c_in, hw, a, b);
+      if (cost < best_cost) {
+        best_cost = cost;
+        best = {a, b};
+      }
+    }
+  return best;
+}
+
+Tucker2Chain tucker2_energy_chain(std::span<const double> e, int64_t r_out_max, int64_t r_in_max,
+                                  int64_t c_out, int64_t c_in, int64_t hw) {
+  const char* op = "tucker2_energy_chain";
+  check_core_energy(op, e, r_out_max, r_in_max, c_out, c_in, hw);
+  const std::vector<double> p = prefix_sums(e, r_out_max, r_in_max);
+  const auto kept = [&](int64_t a, int64_t b) {
+    return p[static_cast<std::size_t>(a * (r_in_max + 1) + b)];
+  };
+  Tucker2Chain c;
+  c.chain.total = p.back();
+  int64_t a = 1, b = 1;
+  c.chain.gains.push_back(kept(1, 1));
+  c.chain.costs.push_back(static_cast<double>(tucker2_cost(c_out, c_in, hw, 1, 1)));
+  c.ranks.push_back({1, 1});
+  while (a < r_out_max || b < r_in_max) {
+    const double here = kept(a, b);
+    const auto cost_here = static_cast<double>(tucker2_cost(c_out, c_in, hw, a, b));
+    double ga = -1.0, gb = -1.0, ca = 1.0, cb = 1.0;
+    if (a < r_out_max) {
+      ga = kept(a + 1, b) - here;
+      ca = static_cast<double>(tucker2_cost(c_out, c_in, hw, a + 1, b)) - cost_here;
+    }
+    if (b < r_in_max) {
+      gb = kept(a, b + 1) - here;
+      cb = static_cast<double>(tucker2_cost(c_out, c_in, hw, a, b + 1)) - cost_here;
+    }
+    const bool take_out = b >= r_in_max || (a < r_out_max && ga / ca >= gb / cb);
+    if (take_out) {
+      ++a;
+      c.chain.gains.push_back(std::max(ga, 0.0));
+      c.chain.costs.push_back(ca);
+    } else {
+      ++b;
+      c.chain.gains.push_back(std::max(gb, 0.0));
+      c.chain.costs.push_back(cb);
+    }
+    c.ranks.push_back({a, b});
+  }
+  return c;
 }
 
 std::vector<double> host_values(const Tensor& s) {

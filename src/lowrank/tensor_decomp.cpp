@@ -250,4 +250,111 @@ Tensor cp_reconstruct(const CpResult& cp, const ExecContext& ctx) {
   return gemm(cp.out, krt, GemmOptions{.trans_b = true}, ctx).reshape({cp.out.dim(0), ci, kh, kw});
 }
 
+Tensor tucker2_core_energy(ConstTensorView w, const ExecContext& ctx) {
+  check_kernel("tucker2_core_energy", w);
+  const int64_t co = w.shape[0], ci = w.shape[1], hw = w.shape[2] * w.shape[3];
+  const Tucker2Result t = tucker2(w, std::min(co, ci * hw), std::min(ci, co * hw), ctx);
+  const int64_t ro = t.core.dim(0), ri = t.core.dim(1);
+  const std::vector<double> core = t.core.to_vector<double>();  // (ro, ri, kh, kw)
+  std::vector<double> e(static_cast<std::size_t>(ro * ri), 0.0);
+  for (int64_t ab = 0; ab < ro * ri; ++ab) {
+    double acc = 0.0;
+    for (int64_t k = 0; k < hw; ++k) {
+      const double v = core[static_cast<std::size_t>(ab * hw + k)];
+      acc += v * v;
+    }
+    e[static_cast<std::size_t>(ab)] = acc;
+  }
+  return Tensor::from_vector(e, {ro, ri});
+}
+
+Tensor channel_unfold(ConstTensorView w, const ExecContext& ctx) {
+  check_kernel("channel_unfold", w);
+  return detail::contiguous_of(w, ctx).reshape({w.shape[0], -1}).contiguous(ctx);
+}
+
+Tensor spatial_unfold(ConstTensorView w, const ExecContext& ctx) {
+  check_kernel("spatial_unfold", w);
+  const int64_t co = w.shape[0], ci = w.shape[1], kh = w.shape[2], kw = w.shape[3];
+  // (C_out, C_in, kh, kw) -> (C_in, kh, C_out, kw) -> (C_in kh, C_out kw).
+  return detail::contiguous_of(w, ctx).transpose(0, 1).transpose(1, 2).contiguous(ctx).reshape(
+      {ci * kh, co * kw});
+}
+
+namespace {
+
+/// x (rows, r) with column j scaled by d[j], or (r, cols) with row i scaled by d[i].
+Tensor scale_by(const Tensor& x, const std::vector<double>& d, bool columns,
+                const ExecContext& ctx) {
+  const auto r = static_cast<int64_t>(d.size());
+  std::vector<double> diag(static_cast<std::size_t>(r * r), 0.0);
+  for (int64_t i = 0; i < r; ++i) diag[static_cast<std::size_t>(i * r + i)] = d[i];
+  const Tensor dt = Tensor::from_vector(diag, {r, r}).to(x.dtype(), ctx).to(x.device(), ctx);
+  return columns ? gemm(x, dt, {}, ctx) : gemm(dt, x, {}, ctx);
+}
+
+/// SVD of `m` and its rank-r split U S^1/2 (rows, r), S^1/2 V^T (r, cols).
+struct Split {
+  Tensor left, right, s;
+  double relative_error = 0.0;
+  bool converged = true;
+};
+Split split_svd(const Tensor& m, int64_t rank, const ExecContext& ctx) {
+  const SvdResult f = detail::svd_impl(m, false, true, ctx);
+  Split out;
+  out.s = f.s;
+  out.converged = f.converged;
+  std::vector<double> s = f.s.to_vector<double>();
+  double total = 0.0, tail = 0.0;
+  for (std::size_t i = s.size(); i-- > 0;) {
+    total += s[i] * s[i];
+    if (static_cast<int64_t>(i) >= rank) tail += s[i] * s[i];
+  }
+  out.relative_error = total == 0.0 ? 0.0 : std::sqrt(tail / total);
+  std::vector<double> root(s.begin(), s.begin() + rank);
+  for (double& v : root) v = std::sqrt(v);
+  out.left = scale_by(f.u.slice(1, 0, rank), root, true, ctx);
+  out.right = scale_by(f.vt.slice(0, 0, rank), root, false, ctx);
+  return out;
+}
+
+}  // namespace
+
+ConvSvdResult channel_svd(ConstTensorView w, int64_t rank, const ExecContext& ctx) {
+  const char* op = "channel_svd";
+  check_kernel(op, w);
+  const int64_t co = w.shape[0], ci = w.shape[1], kh = w.shape[2], kw = w.shape[3];
+  const int64_t kmax = std::min(co, ci * kh * kw);
+  FRUGAL_REQUIRE(rank >= 1 && rank <= kmax, op, "rank ", rank, " outside [1, ", kmax,
+                 "] for kernel shape ", w.shape);
+  const Split sp = split_svd(channel_unfold(w, ctx), rank, ctx);
+  ConvSvdResult r;
+  r.first = sp.right.reshape({rank, ci, kh, kw});                // S^1/2 V^T
+  r.second = sp.left.contiguous(ctx).reshape({co, rank, 1, 1});  // U S^1/2
+  r.s = sp.s;
+  r.relative_error = sp.relative_error;
+  r.converged = sp.converged;
+  return r;
+}
+
+ConvSvdResult spatial_svd(ConstTensorView w, int64_t rank, const ExecContext& ctx) {
+  const char* op = "spatial_svd";
+  check_kernel(op, w);
+  const int64_t co = w.shape[0], ci = w.shape[1], kh = w.shape[2], kw = w.shape[3];
+  const int64_t kmax = std::min(ci * kh, co * kw);
+  FRUGAL_REQUIRE(rank >= 1 && rank <= kmax, op, "rank ", rank, " outside [1, ", kmax,
+                 "] for kernel shape ", w.shape);
+  const Split sp = split_svd(spatial_unfold(w, ctx), rank, ctx);
+  ConvSvdResult r;
+  // Vertical weight V[r, c, h, 0] = (U S^1/2)[(c, h), r]: transpose to (r, C_in kh).
+  r.first = sp.left.t().contiguous(ctx).reshape({rank, ci, kh, 1});
+  // Horizontal weight H[o, r, 0, x] = (S^1/2 V^T)[r, (o, x)]: (r, C_out, kw) -> (C_out, r, kw).
+  r.second =
+      sp.right.reshape({rank, co, kw}).transpose(0, 1).contiguous(ctx).reshape({co, rank, 1, kw});
+  r.s = sp.s;
+  r.relative_error = sp.relative_error;
+  r.converged = sp.converged;
+  return r;
+}
+
 }  // namespace frugal::lowrank

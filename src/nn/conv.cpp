@@ -9,6 +9,7 @@
 #include "frugal/amp/autocast.hpp"
 #include "frugal/core/philox.hpp"
 #include "frugal/core/random.hpp"
+#include "nn/cpu/conv_low.hpp"
 #include "nn/spatial_internal.hpp"
 
 namespace frugal::nn {
@@ -93,6 +94,78 @@ detail::Conv2dGeometry make_geometry(const Shape& xs, const Shape& ws, const Con
 void check_grad_out(ConstTensorView dy, const detail::Conv2dGeometry& g) {
   const Shape want{g.n, g.c_out, g.oh, g.ow};
   FRUGAL_REQUIRE(dy.shape == want, kOp, "grad_out has shape ", dy.shape, ", expected ", want);
+}
+
+// ---- Conv2d under autocast: the low-precision convolution ------------------------------------
+// Operands (x, w, dy) in bf16 / f16, fp32 accumulation, f32 results (y, dx, dw +=). Run by
+// oneDNN's bf16 convolution on the CPU (src/nn/cpu/conv_dnnl.cpp) and by cuDNN's graph API on
+// CUDA (kernels/nn/conv_cudnn.cu). Where neither applies (f16 on the CPU: no f16 FMA here; a
+// build without oneDNN; a geometry cuDNN offers no mixed-dtype engine for), the operands are
+// widened exactly to f32 and the fp32 kernels run on them: the same products and accumulation
+// precision, in another summation order. The layer passes contiguous tensors of valid shapes.
+
+/// True when a low-precision kernel may take `low` operands of geometry g on `device` (CUDA:
+/// whether cuDNN has an engine is known only by trying; the cu:: calls return false otherwise).
+bool low_kernel_may_run(const Device& device, DType low, const detail::Conv2dGeometry& g) {
+  if (g.n == 0) return false;  // the fp32 entry points handle empty batches
+  if (device.kind == DeviceKind::kCuda) return true;
+  return FRUGAL_HAS_DNNL && low == DType::kBF16;
+}
+
+/// y (f32) = conv(xl, wl) + bias for xl, wl in the low dtype.
+Tensor conv2d_low(const Tensor& xl, const Tensor& wl, ConstTensorView bias, const Conv2dParams& p,
+                  const ExecContext& ctx) {
+  const auto g = make_geometry(xl.shape(), wl.shape(), p);
+  if (low_kernel_may_run(xl.device(), xl.dtype(), g)) {
+    Tensor y = Tensor::empty(Shape{g.n, g.c_out, g.oh, g.ow}, DType::kF32, xl.device(), ctx);
+    if (xl.device().kind == DeviceKind::kCuda) {
+      if (cu::conv2d_forward_low(xl.cview(), wl.cview(), bias, y.view(), CU_GEOM(g), ctx)) return y;
+    } else {
+#if FRUGAL_HAS_DNNL
+      cpu::conv2d_forward_bf16(xl.cview(), wl.cview(), bias, y.view(), g, ctx);
+      return y;
+#endif
+    }
+  }
+  return conv2d(xl.to(DType::kF32, ctx), wl.to(DType::kF32, ctx), bias, p, ctx);
+}
+
+/// dx (f32) for dyl, wl in the low dtype.
+Tensor conv2d_backward_input_low(const Tensor& dyl, const Tensor& wl, const Shape& input_shape,
+                                 const Conv2dParams& p, const ExecContext& ctx) {
+  const auto g = make_geometry(input_shape, wl.shape(), p);
+  if (low_kernel_may_run(dyl.device(), dyl.dtype(), g)) {
+    Tensor dx = Tensor::empty(input_shape, DType::kF32, dyl.device(), ctx);
+    if (dyl.device().kind == DeviceKind::kCuda) {
+      if (cu::conv2d_backward_data_low(dyl.cview(), wl.cview(), dx.view(), CU_GEOM(g), ctx)) {
+        return dx;
+      }
+    } else {
+#if FRUGAL_HAS_DNNL
+      cpu::conv2d_backward_data_bf16(dyl.cview(), wl.cview(), dx.view(), g, ctx);
+      return dx;
+#endif
+    }
+  }
+  return conv2d_backward_input(dyl.to(DType::kF32, ctx), wl.to(DType::kF32, ctx), input_shape, p,
+                               ctx);
+}
+
+/// dw (f32, contiguous) += the weight gradient for dyl, xl in the low dtype.
+void conv2d_backward_weight_low(const Tensor& dyl, const Tensor& xl, TensorView dw,
+                                const Conv2dParams& p, const ExecContext& ctx) {
+  const auto g = make_geometry(xl.shape(), dw.shape, p);
+  if (low_kernel_may_run(dyl.device(), dyl.dtype(), g)) {
+    if (dyl.device().kind == DeviceKind::kCuda) {
+      if (cu::conv2d_backward_filter_low(dyl.cview(), xl.cview(), dw, CU_GEOM(g), ctx)) return;
+    } else {
+#if FRUGAL_HAS_DNNL
+      cpu::conv2d_backward_filter_bf16(dyl.cview(), xl.cview(), dw, g, ctx);
+      return;
+#endif
+    }
+  }
+  conv2d_backward_weight(dyl.to(DType::kF32, ctx), xl.to(DType::kF32, ctx), dw, p, ctx);
 }
 
 }  // namespace
@@ -257,11 +330,13 @@ Tensor Conv2d::forward(const Tensor& x) {
     w_used_ = Tensor();
     return y;
   }
-  // Autocast: the operands rounded to the low dtype, convolved by the fp32 kernel (exact products
-  // of the rounded values, fp32 accumulation: what a low-precision convolution computes).
+  // Autocast: the operands rounded to the low dtype, the low-precision convolution (fp32
+  // accumulation, f32 output; see conv2d_low).
   const Tensor xl = amp::to_low(x, low_, ctx_);
   w_used_ = w_copy_.get(w, low_, "Conv2d", 1.f, ctx_);
-  Tensor y = conv2d(xl.to(DType::kF32, ctx_), w_used_.to(DType::kF32, ctx_), bias, params_, ctx_);
+  Tensor hb;
+  const ConstTensorView bc = bias.data != nullptr ? contiguous_view(bias, hb, ctx_) : bias;
+  Tensor y = conv2d_low(xl, w_used_, bc, params_, ctx_);
   input_ = amp::saved_activation_dtype() == low_ ? xl : xl.to(DType::kF32, ctx_);
   return y;
 }
@@ -280,12 +355,16 @@ Tensor Conv2d::backward(const Tensor& grad_out) {
                  "grad_out must be f32");
   if (bias_ != nullptr && bias_->trainable)
     conv2d_backward_bias(grad_out, bias_->grad.view(), ctx_);
-  const Tensor gl = amp::to_low(grad_out, low_, ctx_).to(DType::kF32, ctx_);
+  FRUGAL_REQUIRE(grad_out.shape() == conv2d_output_shape(input_.shape(), w_used_.shape(), params_),
+                 "Conv2d", "grad_out has shape ", grad_out.shape(), ", expected ",
+                 conv2d_output_shape(input_.shape(), w_used_.shape(), params_));
+  const Tensor gl = amp::to_low(grad_out, low_, ctx_);
   if (weight_->trainable) {
-    conv2d_backward_weight(gl, input_.to(DType::kF32, ctx_), weight_->grad.view(), params_, ctx_);
+    // input_ holds the rounded input, in f32 when activations are not saved in low: exact.
+    const Tensor xl = input_.dtype() == low_ ? input_ : input_.to(low_, ctx_);
+    conv2d_backward_weight_low(gl, xl, weight_->grad.view(), params_, ctx_);
   }
-  Tensor gx =
-      conv2d_backward_input(gl, w_used_.to(DType::kF32, ctx_), input_.shape(), params_, ctx_);
+  Tensor gx = conv2d_backward_input_low(gl, w_used_, input_.shape(), params_, ctx_);
   input_ = Tensor();  // mixed precision releases the saved tensors (see Linear::backward)
   w_used_ = Tensor();
   return gx;

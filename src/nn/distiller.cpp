@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "frugal/core/error.hpp"
 #include "frugal/core/io.hpp"
 #include "frugal/core/ops.hpp"
+#include "frugal/core/philox.hpp"
 #include "frugal/distill/feature.hpp"
 #include "frugal/nn/conv.hpp"
 #include "frugal/nn/linear.hpp"
@@ -105,6 +107,10 @@ TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std
                  options.batch_size);
   FRUGAL_REQUIRE(data.size() > 0, op, "the dataset is empty");
   check_precision(options.teacher_precision, op);
+  const bool uniform = options.top_k > 0 && options.tail == distill::TopKTail::kUniform;
+  FRUGAL_REQUIRE(!uniform || (std::isfinite(options.temperature) && options.temperature > 0.0), op,
+                 "a uniform-tail cache needs the temperature of its lse (finite, > 0), got ",
+                 options.temperature);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
@@ -116,7 +122,7 @@ TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std
   int64_t classes = 0;
   for (int64_t first = 0, shard = 0; first < n; first += options.shard_size, ++shard) {
     const int64_t count = std::min(options.shard_size, n - first);
-    std::vector<Tensor> values, indices;
+    std::vector<Tensor> values, indices, lses;
     for (int64_t lo = first; lo < first + count; lo += options.batch_size) {
       const int64_t hi = std::min(lo + options.batch_size, first + count);
       // Inputs stacked like DataLoader does, in index order.
@@ -140,9 +146,12 @@ TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std
       FRUGAL_REQUIRE(options.top_k <= classes, op, "top_k ", options.top_k, " exceeds the ",
                      classes, " classes");
       if (options.top_k > 0) {
-        const distill::TopKLogits tk = distill::topk_teacher(logits, options.top_k, ctx);
+        const distill::TopKLogits tk =
+            uniform ? distill::topk_teacher(logits, options.top_k, options.temperature, ctx)
+                    : distill::topk_teacher(logits, options.top_k, ctx);
         values.push_back(tk.values.to(Device::cpu(), ctx));
         indices.push_back(tk.indices.to(Device::cpu(), ctx));
+        if (uniform) lses.push_back(tk.lse.reshape({-1, 1}).to(Device::cpu(), ctx));
       } else {
         values.push_back(logits.to(Device::cpu(), ctx));
       }
@@ -160,8 +169,13 @@ TeacherCache TeacherCache::build(Module& teacher, const Dataset& data, const std
     };
     std::map<std::string, Tensor> tensors{{"values", concat(values)}};
     if (options.top_k > 0) tensors.emplace("indices", concat(indices));
+    if (uniform) tensors.emplace("lse", concat(lses).reshape({-1}));
+    char temp[32];
+    std::snprintf(temp, sizeof temp, "%.17g", uniform ? options.temperature : 0.0);
     save_safetensors(shard_path(dir, shard), tensors,
-                     {{"first", std::to_string(first)},
+                     {{"tail", uniform ? "uniform" : "renormalize"},
+                      {"lse_temperature", temp},
+                      {"first", std::to_string(first)},
                       {"count", std::to_string(count)},
                       {"total", std::to_string(n)},
                       {"classes", std::to_string(classes)},
@@ -186,28 +200,46 @@ TeacherCache TeacherCache::open(const std::string& dir) {
   c.classes_ = meta_int(shards[0], "classes", first_path);
   c.top_k_ = meta_int(shards[0], "top_k", first_path);
   const int64_t shard_size = meta_int(shards[0], "shard_size", first_path);
+  {
+    // Caches written before the uniform tail existed have no "tail": renormalised.
+    const auto it = shards[0].metadata.find("tail");
+    const bool uniform = it != shards[0].metadata.end() && it->second == "uniform";
+    if (uniform) {
+      const auto t = shards[0].metadata.find("lse_temperature");
+      c.temperature_ = t == shards[0].metadata.end() ? 0.0 : std::stod(t->second);
+      if (!(c.temperature_ > 0.0) || c.top_k_ <= 0) {
+        ::frugal::detail::fail(ErrorCode::kIoError, op, first_path,
+                               ": a uniform-tail cache needs top_k > 0 and lse_temperature > 0");
+      }
+      c.tail_ = distill::TopKTail::kUniform;
+    }
+  }
   const int64_t num_shards = (c.size_ + shard_size - 1) / shard_size;
   for (int64_t s = 1; s < num_shards; ++s) shards.push_back(load_safetensors(shard_path(dir, s)));
   const int64_t width = c.top_k_ > 0 ? c.top_k_ : c.classes_;
   c.values_ = Tensor::empty({c.size_, width}, DType::kF32);
   if (c.top_k_ > 0) c.indices_ = Tensor::empty({c.size_, width}, DType::kI64);
+  const bool uniform = c.tail_ == distill::TopKTail::kUniform;
+  if (uniform) c.lse_ = Tensor::empty({c.size_}, DType::kF32);
   for (int64_t s = 0; s < num_shards; ++s) {
     const std::string path = shard_path(dir, s);
     const SafetensorsFile& f = shards[static_cast<std::size_t>(s)];
     const int64_t first = meta_int(f, "first", path), count = meta_int(f, "count", path);
-    auto get = [&](const char* name, DType dt) {
+    auto get = [&](const char* name, DType dt, Shape shape) {
       const auto it = f.tensors.find(name);
-      if (it == f.tensors.end() || it->second.dtype() != dt ||
-          !(it->second.shape() == Shape{count, width}) || first != s * shard_size) {
+      if (it == f.tensors.end() || it->second.dtype() != dt || !(it->second.shape() == shape) ||
+          first != s * shard_size) {
         ::frugal::detail::fail(ErrorCode::kIoError, op, path, ": tensor '", name,
-                               "' missing or not (", count, ", ", width, ") ", dtype_name(dt));
+                               "' missing or not ", shape, " ", dtype_name(dt));
       }
       return it->second;
     };
-    c.values_.slice(0, first, first + count).copy_from(get("values", DType::kF32));
+    c.values_.slice(0, first, first + count).copy_from(get("values", DType::kF32, {count, width}));
     if (c.top_k_ > 0) {
-      c.indices_.slice(0, first, first + count).copy_from(get("indices", DType::kI64));
+      c.indices_.slice(0, first, first + count)
+          .copy_from(get("indices", DType::kI64, {count, width}));
     }
+    if (uniform) c.lse_.slice(0, first, first + count).copy_from(get("lse", DType::kF32, {count}));
   }
   return c;
 }
@@ -222,8 +254,15 @@ Tensor TeacherCache::logits(std::span<const int64_t> indices, Device device,
 distill::TopKLogits TeacherCache::topk(std::span<const int64_t> indices, Device device,
                                        const ExecContext& ctx) const {
   FRUGAL_REQUIRE(top_k_ > 0, "TeacherCache::topk", "this cache holds dense logits; use logits()");
-  return {take_rows(values_, indices, ctx).to(device, ctx),
-          take_rows(indices_, indices, ctx).to(device, ctx)};
+  distill::TopKLogits r;
+  r.values = take_rows(values_, indices, ctx).to(device, ctx);
+  r.indices = take_rows(indices_, indices, ctx).to(device, ctx);
+  if (tail_ == distill::TopKTail::kUniform) {
+    r.tail = tail_;
+    r.lse = take_rows(lse_.reshape({-1, 1}), indices, ctx).reshape({-1}).to(device, ctx);
+    r.lse_temperature = temperature_;
+  }
+  return r;
 }
 
 // ---- Distiller -----------------------------------------------------------------------------
@@ -270,6 +309,10 @@ DistillStepResult Distiller::step(const Batch& batch) {
   distill::TopKLogits teacher_topk;
   if (cache_ != nullptr && !hint) {
     if (cache_->top_k() > 0) {
+      FRUGAL_REQUIRE(cache_->tail() != distill::TopKTail::kUniform ||
+                         cache_->temperature() == options_.temperature,
+                     op, "the teacher cache holds log-sum-exps at T = ", cache_->temperature(),
+                     " (uniform tail) but the Distiller runs at T = ", options_.temperature);
       teacher_topk = cache_->topk(batch.indices, device, ctx_);
     } else {
       teacher_logits = cache_->logits(batch.indices, device, ctx_);
@@ -316,6 +359,8 @@ DistillStepResult Distiller::step(const Batch& batch) {
   }
   if (teacher_topk.values.defined() && teacher_topk.values.dtype() != student_logits.dtype()) {
     teacher_topk.values = teacher_topk.values.to(student_logits.dtype(), ctx_);
+    if (teacher_topk.lse.defined())
+      teacher_topk.lse = teacher_topk.lse.to(student_logits.dtype(), ctx_);
   }
 
   // 3. Losses, over rows (N ..., C) for sequence models.
@@ -355,6 +400,106 @@ DistillStepResult Distiller::step(const Batch& batch) {
   }
   optimizer_.step(ctx_);
   return res;
+}
+
+// ---- TeacherEnsemble and RandomShift ------------------------------------------------------
+
+TeacherEnsemble::TeacherEnsemble(std::vector<std::shared_ptr<Module>> members)
+    : members_(std::move(members)) {
+  FRUGAL_REQUIRE(!members_.empty(), "TeacherEnsemble", "needs at least one member");
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    FRUGAL_REQUIRE(members_[i] != nullptr, "TeacherEnsemble", "member ", i, " is null");
+    register_module(std::to_string(i), members_[i]);
+  }
+}
+
+Tensor TeacherEnsemble::forward(const Tensor& input) {
+  Tensor sum = members_[0]->forward(input);
+  for (std::size_t i = 1; i < members_.size(); ++i) {
+    const Tensor y = members_[i]->forward(input);
+    FRUGAL_REQUIRE(
+        y.shape() == sum.shape() && y.dtype() == sum.dtype() && y.device() == sum.device(),
+        "TeacherEnsemble", "member ", i, " returned ", dtype_name(y.dtype()), " ", y.shape(),
+        " on ", y.device().str(), " but member 0 returned ", dtype_name(sum.dtype()), " ",
+        sum.shape(), " on ", sum.device().str());
+    sum = add(sum, y, ctx_);
+  }
+  return members_.size() == 1 ? sum : scale(sum, 1.0 / static_cast<double>(members_.size()), ctx_);
+}
+
+Tensor TeacherEnsemble::backward(const Tensor&) {
+  ::frugal::detail::fail(ErrorCode::kUnsupported, "TeacherEnsemble",
+                         "backward: an ensemble is a teacher only");
+}
+
+namespace {
+
+/// out (N, ..., H, W) = x moved by shifts[2 j], shifts[2 j + 1] (rows, columns) per example j,
+/// zero fill; sign -1 applies the opposite shifts (the adjoint). Host, contiguous f32 / f64.
+Tensor shift_images(const Tensor& x, const std::vector<int32_t>& shifts, int sign) {
+  const Device device = x.device();
+  Tensor h = x.to(Device::cpu()).contiguous();
+  Tensor out = Tensor::zeros(h.shape(), h.dtype());
+  const int64_t n = h.dim(0), hh = h.dim(h.rank() - 2), ww = h.dim(h.rank() - 1);
+  const int64_t planes = n == 0 ? 0 : h.numel() / (n * hh * ww);
+  auto run = [&]<class T>() {
+    const T* src = h.data<T>();
+    T* dst = out.data<T>();
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t dy = sign * shifts[static_cast<std::size_t>(2 * j)];
+      const int64_t dx = sign * shifts[static_cast<std::size_t>(2 * j + 1)];
+      for (int64_t p = 0; p < planes; ++p) {
+        const int64_t base = (j * planes + p) * hh * ww;
+        for (int64_t y = std::max<int64_t>(0, dy); y < std::min(hh, hh + dy); ++y) {
+          for (int64_t xx = std::max<int64_t>(0, dx); xx < std::min(ww, ww + dx); ++xx) {
+            dst[base + y * ww + xx] = src[base + (y - dy) * ww + (xx - dx)];
+          }
+        }
+      }
+    }
+  };
+  if (h.dtype() == DType::kF64) {
+    run.template operator()<double>();
+  } else {
+    run.template operator()<float>();
+  }
+  return device == Device::cpu() ? out : out.to(device);
+}
+
+}  // namespace
+
+RandomShift::RandomShift(std::shared_ptr<Module> inner, int64_t max_shift, uint64_t seed)
+    : inner_(std::move(inner)), max_shift_(max_shift), seed_(seed) {
+  FRUGAL_REQUIRE(inner_ != nullptr, "RandomShift", "the model is null");
+  FRUGAL_REQUIRE(max_shift_ >= 0, "RandomShift", "max_shift must be >= 0, got ", max_shift_);
+  register_module("inner", inner_);
+}
+
+Tensor RandomShift::forward(const Tensor& input) {
+  if (!is_training() || max_shift_ == 0) return inner_->forward(input);
+  FRUGAL_REQUIRE(input.rank() >= 3, "RandomShift", "input must be (N, ..., H, W), got shape ",
+                 input.shape());
+  FRUGAL_REQUIRE(input.dtype() == DType::kF32 || input.dtype() == DType::kF64, "RandomShift",
+                 "input has dtype ", dtype_name(input.dtype()), "; expected f32 or f64");
+  const int64_t n = input.dim(0);
+  const auto span = static_cast<uint32_t>(2 * max_shift_ + 1);
+  const Uint2 key = Philox4x32::key_of(seed_);
+  last_shifts_.assign(static_cast<std::size_t>(2 * n), 0);
+  for (int64_t j = 0; j < n; ++j, ++drawn_) {
+    const Uint4 r = Philox4x32::generate(
+        Uint4{static_cast<uint32_t>(drawn_), static_cast<uint32_t>(drawn_ >> 32), 0, 0}, key);
+    last_shifts_[static_cast<std::size_t>(2 * j)] =
+        static_cast<int32_t>(r.x % span) - static_cast<int32_t>(max_shift_);
+    last_shifts_[static_cast<std::size_t>(2 * j + 1)] =
+        static_cast<int32_t>(r.y % span) - static_cast<int32_t>(max_shift_);
+  }
+  return inner_->forward(shift_images(input, last_shifts_, 1));
+}
+
+Tensor RandomShift::backward(const Tensor& grad_output) {
+  const Tensor g = inner_->backward(grad_output);
+  if (!is_training() || max_shift_ == 0 || !g.defined() || g.rank() < 3) return g;
+  return shift_images(g, last_shifts_, -1);
 }
 
 // ---- Distillation inside the training loops ------------------------------------------------

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "frugal/core/ops.hpp"
 #include "frugal/core/random.hpp"
+#include "frugal/lowrank/response.hpp"
 #include "frugal/lowrank/svd.hpp"
 
 namespace frugal::nn {
@@ -131,6 +133,97 @@ std::shared_ptr<Sequential> conv_from_cp(Conv2d& layer, const lowrank::CpResult&
   return seq;
 }
 
+/// Two Linears (in -> r, no bias; r -> out, the layer's bias) with weights first (r, in) and
+/// second (out, r).
+/// The second layer's bias: the layer's (if any) plus `shift` (if defined); undefined if neither.
+Tensor pair_bias(Parameter* bias, const Tensor& shift, const ExecContext& ctx) {
+  if (!shift.defined()) return bias != nullptr ? bias->value : Tensor();
+  if (bias == nullptr) return shift;
+  return add(bias->value, shift.reshape(bias->value.shape()), ctx);
+}
+
+std::shared_ptr<Sequential> linear_pair(Linear& layer, const Tensor& first, const Tensor& second,
+                                        const Tensor& shift, const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const int64_t m = w.dim(0), n = w.dim(1), r = first.dim(0);
+  const Tensor bias = pair_bias(layer.bias(), shift, ctx);
+  auto a = std::make_shared<Linear>(n, r, false, 0, w.dtype());
+  auto b = std::make_shared<Linear>(r, m, bias.defined(), 0, w.dtype());
+  a->to(w.device(), ctx);
+  b->to(w.device(), ctx);
+  set_value(a->weight(), first, ctx);
+  set_value(b->weight(), second, ctx);
+  if (bias.defined()) set_value(*b->bias(), bias, ctx);
+  a->set_context(layer.context());
+  b->set_context(layer.context());
+  auto seq = std::make_shared<FactorizedSequential>("LowRankLinear");
+  seq->add(a).add(b);
+  return seq;
+}
+
+/// A kh x kw conv C_in -> r (the layer's stride, padding, dilation) then a 1x1 conv r -> C_out
+/// (the layer's bias): weights first (r, C_in, kh, kw) and second (C_out, r, 1, 1).
+std::shared_ptr<Sequential> conv_channel_pair(Conv2d& layer, const Tensor& first,
+                                              const Tensor& second, const Tensor& shift,
+                                              const char* kind, const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const int64_t co = w.dim(0), ci = w.dim(1), r = first.dim(0);
+  const Conv2dParams& p = layer.params();
+  const Tensor bias = pair_bias(layer.bias(), shift, ctx);
+  auto seq = std::make_shared<FactorizedSequential>(kind);
+  seq->add(make_conv(
+      ci, r, layer.kernel_size(),
+      Conv2dOptions{
+          .stride = p.stride, .padding = p.padding, .dilation = p.dilation, .bias = false},
+      first, {}, w.dtype(), w.device(), ctx));
+  seq->add(make_conv(r, co, 1, Conv2dOptions{.bias = bias.defined()}, second.reshape({co, r, 1, 1}),
+                     bias, w.dtype(), w.device(), ctx));
+  seq->set_context(layer.context());
+  return seq;
+}
+
+/// kh x 1 conv C_in -> r then 1 x kw conv r -> C_out (the bias), each with its axis's stride,
+/// padding and dilation (lowrank::spatial_svd).
+std::shared_ptr<Sequential> conv_from_spatial(Conv2d& layer, const lowrank::ConvSvdResult& f,
+                                              const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const int64_t co = w.dim(0), ci = w.dim(1), r = f.first.dim(0);
+  const Conv2dParams& p = layer.params();
+  const Size2 k = layer.kernel_size();
+  const Tensor bias = layer.bias() != nullptr ? layer.bias()->value : Tensor();
+  auto seq = std::make_shared<FactorizedSequential>("SpatialConv2d");
+  seq->add(make_conv(ci, r, Size2{k.h, 1},
+                     Conv2dOptions{.stride = Size2{p.stride.h, 1},
+                                   .padding = Size2{p.padding.h, 0},
+                                   .dilation = Size2{p.dilation.h, 1},
+                                   .bias = false},
+                     f.first, {}, w.dtype(), w.device(), ctx));
+  seq->add(make_conv(r, co, Size2{1, k.w},
+                     Conv2dOptions{.stride = Size2{1, p.stride.w},
+                                   .padding = Size2{0, p.padding.w},
+                                   .dilation = Size2{1, p.dilation.w},
+                                   .bias = bias.defined()},
+                     f.second, bias, w.dtype(), w.device(), ctx));
+  seq->set_context(layer.context());
+  return seq;
+}
+
+/// The layer's outputs without bias on `inputs`, one row per sample (Linear: (rows, out)) or per
+/// output position and image (Conv2d: (N H_out W_out, C_out)).
+Tensor conv_responses(Conv2d& layer, const Tensor& inputs, const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const Conv2dParams& p = layer.params();
+  auto c = make_conv(
+      w.dim(1), w.dim(0), layer.kernel_size(),
+      Conv2dOptions{
+          .stride = p.stride, .padding = p.padding, .dilation = p.dilation, .bias = false},
+      w, {}, w.dtype(), w.device(), ctx);
+  c->set_context(layer.context());
+  c->train(false);
+  const Tensor y = c->forward(inputs);  // (N, C_out, H, W)
+  return y.transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, w.dim(0)});
+}
+
 // ---- parameter and FLOP counts ------------------------------------------------------------
 
 int64_t tucker2_params(int64_t co, int64_t ci, int64_t hw, int64_t r1, int64_t r2) {
@@ -150,111 +243,99 @@ int64_t largest_within(int64_t hi, int64_t budget, F&& f) {
   return best;
 }
 
+/// Records the input of the layer it wraps (calibration pass of factorize_model).
+class InputRecorder : public Module {
+ public:
+  explicit InputRecorder(std::shared_ptr<Module> inner) : inner_(std::move(inner)) {}
+  Tensor forward(const Tensor& input) override {
+    input_ = input.contiguous(ctx_).clone();
+    return inner_->forward(input);
+  }
+  Tensor backward(const Tensor&) override {
+    detail::fail(ErrorCode::kUnsupported, "InputRecorder", "backward is not supported");
+  }
+  std::string type_name() const override { return "InputRecorder"; }
+  const Tensor& input() const { return input_; }
+
+ private:
+  std::shared_ptr<Module> inner_;
+  Tensor input_;
+};
+
+/// How one eligible layer is decomposed and what its rank rule sees.
+enum class Method {
+  kLinearSvd,
+  kLinearResponse,
+  kTucker2,
+  kCp,
+  kChannel,
+  kChannelResponse,
+  kSpatial
+};
+
+/// One eligible layer: where it is, and its spectra.
+struct Site {
+  Module* parent = nullptr;
+  std::size_t index = 0;
+  std::string name;
+  Linear* lin = nullptr;
+  Conv2d* conv = nullptr;
+  Method method = Method::kLinearSvd;
+  Tensor calib;                     // recorded input (kResponses)
+  std::vector<double> s;            // matrix-like methods: the spectrum the rule measures
+  int64_t m = 0, n = 0;             // matrix-like: cost per rank m + n, dense m n
+  lowrank::SvdResult svd;           // kLinearSvd
+  lowrank::ResponseBasis basis;     // response methods
+  std::vector<double> s_out, s_in;  // Tucker-2 per mode
+  std::vector<double> core;         // Tucker-2 core energies (R_out, R_in)
+  int64_t ro = 0, ri = 0;
+  bool converged = true;
+  int64_t r1 = 0, r2 = 0;   // chosen
+  bool keep_dense = false;  // the global allocation keeps the whole layer
+};
+
+bool matrix_like(Method k) { return k != Method::kTucker2 && k != Method::kCp; }
+
+const char* method_name(Method k) {
+  switch (k) {
+    case Method::kLinearSvd:
+      return "svd";
+    case Method::kLinearResponse:
+      return "response";
+    case Method::kTucker2:
+      return "tucker2";
+    case Method::kCp:
+      return "cp";
+    case Method::kChannel:
+      return "channel";
+    case Method::kChannelResponse:
+      return "channel_response";
+    case Method::kSpatial:
+      return "spatial";
+  }
+  return "?";
+}
+
+double kept_fraction(const std::vector<double>& s, int64_t r) {
+  double kept = 0.0, total = 0.0;
+  for (std::size_t i = s.size(); i-- > 0;) {
+    total += s[i] * s[i];
+    if (static_cast<int64_t>(i) < r) kept += s[i] * s[i];
+  }
+  return total == 0.0 ? 1.0 : kept / total;
+}
+
 struct Rewriter {
   const lowrank::RankPolicy& policy;
   const FactorizeOptions& opt;
   const ExecContext& ctx;
-  std::vector<LowRankLayerReport> reports;
+  std::vector<Site> sites;
 
   bool skipped(const std::string& name) const {
     return std::find(opt.skip.begin(), opt.skip.end(), name) != opt.skip.end();
   }
 
-  std::shared_ptr<Module> linear(Linear& l, LowRankLayerReport& rep) {
-    const Tensor& w = l.weight().value;
-    const int64_t m = w.dim(0), n = w.dim(1);
-    const int64_t bias = l.bias() != nullptr ? m : 0;
-    rep.type = "Linear";
-    rep.method = "svd";
-    rep.params_before = rep.params_after = m * n + bias;
-    rep.flops_before = rep.flops_after = 2 * m * n;
-    const lowrank::SvdResult f = lowrank::svd(w, lowrank::SvdMode::kThin, ctx);
-    const std::vector<double> s = f.s.to_vector<double>();
-    const int64_t r = lowrank::select_rank(s, m, n, policy);
-    rep.rank = r;
-    if (!f.converged) {
-      rep.reason = "SVD did not converge";
-      return nullptr;
-    }
-    if (r == 0 || !lowrank::worth_factorizing(m, n, r)) {
-      rep.reason = "rank " + std::to_string(r) + " would not save parameters";
-      return nullptr;
-    }
-    rep.relative_error = tail_ratio(s, r);
-    rep.params_after = r * (m + n) + bias;
-    rep.flops_after = 2 * r * (m + n);
-    rep.factorized = true;
-    return linear_from_svd(l, f, r, ctx);
-  }
-
-  std::shared_ptr<Module> conv(Conv2d& c, LowRankLayerReport& rep) {
-    const Tensor& w = c.weight().value;
-    const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), hw = kh * kw;
-    const int64_t bias = c.bias() != nullptr ? co : 0;
-    rep.type = "Conv2d";
-    rep.method = opt.conv == ConvFactorization::kCp ? "cp" : "tucker2";
-    rep.params_before = rep.params_after = co * ci * hw + bias;
-    rep.flops_before = rep.flops_after = 2 * co * ci * hw;
-    if (c.params().groups != 1 || hw == 1) {
-      rep.reason = c.params().groups != 1 ? "grouped convolution" : "1x1 convolution";
-      return nullptr;
-    }
-    const int64_t max_out = std::min(co, ci * hw), max_in = std::min(ci, co * hw);
-    const int64_t before = co * ci * hw;
-    // Ranks per channel mode from the unfolding spectra (energy / error rules), or the largest
-    // equal ranks within the parameter budget (shape rules), or the fixed rank.
-    int64_t r1 = 0, r2 = 0;
-    if (lowrank::needs_singular_values(policy)) {
-      const lowrank::Tucker2Spectra sp = lowrank::tucker2_spectra(w, ctx);
-      r1 = lowrank::select_rank(sp.s_out.to_vector<double>(), co, ci * hw, policy);
-      r2 = lowrank::select_rank(sp.s_in.to_vector<double>(), ci, co * hw, policy);
-    } else if (policy.rule == lowrank::RankRule::kFixed) {
-      r1 = std::min<int64_t>(static_cast<int64_t>(policy.value), max_out);
-      r2 = std::min<int64_t>(static_cast<int64_t>(policy.value), max_in);
-    } else {
-      const auto budget =
-          static_cast<int64_t>(policy.rule == lowrank::RankRule::kParamBudget
-                                   ? policy.value
-                                   : std::floor(static_cast<double>(before) / policy.value));
-      if (opt.conv == ConvFactorization::kCp) {
-        r1 = r2 = largest_within(std::max(co, ci) * hw, budget,
-                                 [&](int64_t r) { return cp_params(co, ci, kh, kw, r); });
-      } else {
-        r1 = r2 = largest_within(std::min(max_out, max_in), budget,
-                                 [&](int64_t r) { return tucker2_params(co, ci, hw, r, r); });
-      }
-    }
-    if (opt.conv == ConvFactorization::kCp) {
-      // CP has one rank: the larger of the two channel-mode ranks (a heuristic, docs/lowrank.md).
-      const int64_t r = std::max(r1, r2);
-      rep.rank = r;
-      if (r == 0 || cp_params(co, ci, kh, kw, r) >= before) {
-        rep.reason = "rank " + std::to_string(r) + " would not save parameters";
-        return nullptr;
-      }
-      const lowrank::CpResult cp = lowrank::cp_als(w, r, opt.cp, ctx);
-      rep.relative_error = cp.relative_error;
-      rep.params_after = cp_params(co, ci, kh, kw, r) + bias;
-      rep.flops_after = 2 * cp_params(co, ci, kh, kw, r);
-      rep.factorized = true;
-      return conv_from_cp(c, cp, ctx);
-    }
-    rep.rank = r1;
-    rep.rank_in = r2;
-    if (r1 == 0 || r2 == 0 || tucker2_params(co, ci, hw, r1, r2) >= before) {
-      rep.reason = "ranks (" + std::to_string(r1) + ", " + std::to_string(r2) +
-                   ") would not save parameters";
-      return nullptr;
-    }
-    const lowrank::Tucker2Result t = lowrank::tucker2(w, r1, r2, ctx);
-    rep.relative_error = t.relative_error;
-    rep.params_after = tucker2_params(co, ci, hw, r1, r2) + bias;
-    rep.flops_after = 2 * tucker2_params(co, ci, hw, r1, r2);
-    rep.factorized = true;
-    return conv_from_tucker2(c, t, ctx);
-  }
-
-  void walk(Module& mod, const std::string& prefix) {
+  void collect(Module& mod, const std::string& prefix) {
     if (dynamic_cast<FactorizedSequential*>(&mod) != nullptr) return;  // already factorized
     // Parents whose children are used only through the registry, so replace_child is safe:
     // Sequential and the GPT MLP. Other modules may hold their layers as members too.
@@ -270,19 +351,360 @@ struct Rewriter {
           replaceable && ((lin != nullptr && opt.linear) ||
                           (cv != nullptr && opt.conv != ConvFactorization::kNone));
       if (!eligible) {
-        walk(*child, name + ".");
+        collect(*child, name + ".");
         continue;
       }
       if (skipped(name)) continue;
+      Site s;
+      s.parent = &mod;
+      s.index = i;
+      s.name = name;
+      s.lin = lin;
+      s.conv = cv;
+      sites.push_back(std::move(s));
+    }
+  }
+
+  /// Runs the calibration batch once through the model with recorders around every site.
+  void record(Module& model) {
+    std::vector<std::shared_ptr<Module>> originals;
+    std::vector<std::shared_ptr<InputRecorder>> recorders;
+    for (Site& s : sites) {
+      originals.push_back(s.parent->children()[s.index].second);
+      recorders.push_back(std::make_shared<InputRecorder>(originals.back()));
+      s.parent->replace_child(s.index, recorders.back());
+    }
+    const bool training = model.is_training();
+    model.train(false);
+    try {
+      (void)model.forward(opt.calibration);
+    } catch (...) {
+      for (std::size_t k = 0; k < sites.size(); ++k)
+        sites[k].parent->replace_child(sites[k].index, originals[k]);
+      model.train(training);
+      throw;
+    }
+    for (std::size_t k = 0; k < sites.size(); ++k) {
+      sites[k].parent->replace_child(sites[k].index, originals[k]);
+      sites[k].calib = recorders[k]->input();
+    }
+    model.train(training);
+  }
+
+  /// The method and the spectra of one site.
+  void analyse(Site& s) {
+    const bool responses = opt.energy_source == EnergySource::kResponses;
+    if (s.lin != nullptr) {
+      const Tensor& w = s.lin->weight().value;
+      s.m = w.dim(0);
+      s.n = w.dim(1);
+      if (responses && needs_spectrum()) {
+        s.method = Method::kLinearResponse;
+        s.basis = lowrank::linear_response_basis(s.calib.reshape({-1, s.n}), w,
+                                                 opt.response_centered, ctx);
+        s.s = s.basis.s.to_vector<double>();
+        s.converged = s.basis.converged;
+      } else {
+        s.method = Method::kLinearSvd;
+        s.svd = lowrank::svd(w, lowrank::SvdMode::kThin, ctx);
+        s.s = s.svd.s.to_vector<double>();
+        s.converged = s.svd.converged;
+      }
+      return;
+    }
+    const Tensor& w = s.conv->weight().value;
+    const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), hw = kh * kw;
+    switch (opt.conv) {
+      case ConvFactorization::kChannel:
+        s.m = co;
+        s.n = ci * hw;
+        if (responses && needs_spectrum()) {
+          s.method = Method::kChannelResponse;
+          s.basis = lowrank::response_basis(conv_responses(*s.conv, s.calib, ctx),
+                                            opt.response_centered, ctx);
+          s.s = s.basis.s.to_vector<double>();
+          s.converged = s.basis.converged;
+        } else {
+          s.method = Method::kChannel;
+          if (needs_spectrum())
+            s.s =
+                lowrank::singular_values(lowrank::channel_unfold(w, ctx), ctx).to_vector<double>();
+        }
+        return;
+      case ConvFactorization::kSpatial:
+        s.method = Method::kSpatial;
+        s.m = ci * kh;
+        s.n = co * kw;
+        if (needs_spectrum())
+          s.s = lowrank::singular_values(lowrank::spatial_unfold(w, ctx), ctx).to_vector<double>();
+        return;
+      case ConvFactorization::kCp:
+        s.method = Method::kCp;
+        break;
+      default:
+        s.method = Method::kTucker2;
+        break;
+    }
+    s.ro = std::min(co, ci * hw);
+    s.ri = std::min(ci, co * hw);
+    if (!needs_spectrum()) return;
+    if (s.method == Method::kTucker2 && (global() || opt.tucker2_energy == Tucker2Energy::kCore)) {
+      s.core = lowrank::tucker2_core_energy(w, ctx).to_vector<double>();
+    } else {
+      const lowrank::Tucker2Spectra sp = lowrank::tucker2_spectra(w, ctx);
+      s.s_out = sp.s_out.to_vector<double>();
+      s.s_in = sp.s_in.to_vector<double>();
+    }
+  }
+
+  bool needs_spectrum() const { return lowrank::needs_singular_values(policy); }
+  bool global() const { return policy.rule == lowrank::RankRule::kGlobalEnergy; }
+  /// The energy an energy / error rule asks for (error tol -> 1 - tol^2).
+  double energy_target() const {
+    return policy.rule == lowrank::RankRule::kError ? 1.0 - policy.value * policy.value
+                                                    : policy.value;
+  }
+
+  /// Per-layer rank choice (every rule but kGlobalEnergy).
+  void choose_local(Site& s) {
+    if (matrix_like(s.method)) {
+      s.r1 = lowrank::select_rank(s.s, s.m, s.n, policy);
+      if (!s.s.empty()) s.r1 = std::min<int64_t>(s.r1, static_cast<int64_t>(s.s.size()));
+      return;
+    }
+    const Tensor& w = s.conv->weight().value;
+    const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), hw = kh * kw;
+    const int64_t before = co * ci * hw;
+    if (needs_spectrum()) {
+      if (!s.core.empty()) {
+        const lowrank::Tucker2Ranks t =
+            lowrank::tucker2_ranks_for_core_energy(s.core, s.ro, s.ri, co, ci, hw, energy_target());
+        s.r1 = std::max(t.out, std::min(policy.min_rank, s.ro));
+        s.r2 = std::max(t.in, std::min(policy.min_rank, s.ri));
+      } else {
+        s.r1 = lowrank::select_rank(s.s_out, co, ci * hw, policy);
+        s.r2 = lowrank::select_rank(s.s_in, ci, co * hw, policy);
+      }
+    } else if (policy.rule == lowrank::RankRule::kFixed) {
+      s.r1 = std::min<int64_t>(static_cast<int64_t>(policy.value), s.ro);
+      s.r2 = std::min<int64_t>(static_cast<int64_t>(policy.value), s.ri);
+    } else {
+      const auto budget =
+          static_cast<int64_t>(policy.rule == lowrank::RankRule::kParamBudget
+                                   ? policy.value
+                                   : std::floor(static_cast<double>(before) / policy.value));
+      if (s.method == Method::kCp) {
+        s.r1 = s.r2 = largest_within(std::max(co, ci) * hw, budget,
+                                     [&](int64_t r) { return cp_params(co, ci, kh, kw, r); });
+      } else {
+        s.r1 = s.r2 = largest_within(std::min(s.ro, s.ri), budget,
+                                     [&](int64_t r) { return tucker2_params(co, ci, hw, r, r); });
+      }
+    }
+  }
+
+  /// kGlobalEnergy: one greedy allocation over every site.
+  void choose_global() {
+    std::vector<lowrank::EnergyChain> chains;
+    std::vector<std::vector<lowrank::Tucker2Ranks>> paths(sites.size());
+    for (std::size_t k = 0; k < sites.size(); ++k) {
+      Site& s = sites[k];
+      // Dense parameters of the layer (weight; a response factorization's added bias counts
+      // against it).
+      double dense = 0;
+      if (matrix_like(s.method)) {
+        dense = static_cast<double>(s.m * s.n);
+        chains.push_back(lowrank::matrix_energy_chain(s.s, s.m, s.n));
+        if ((s.method == Method::kLinearResponse || s.method == Method::kChannelResponse) &&
+            opt.response_centered) {
+          const bool had_bias =
+              s.lin != nullptr ? s.lin->bias() != nullptr : s.conv->bias() != nullptr;
+          if (!had_bias) chains.back().costs[0] += static_cast<double>(s.m);
+        }
+      } else {
+        const Tensor& w = s.conv->weight().value;
+        dense = static_cast<double>(w.numel());
+        lowrank::Tucker2Chain t = lowrank::tucker2_energy_chain(s.core, s.ro, s.ri, w.dim(0),
+                                                                w.dim(1), w.dim(2) * w.dim(3));
+        paths[k] = std::move(t.ranks);
+        chains.push_back(std::move(t.chain));
+      }
+      chains.back() = lowrank::cap_at_dense(chains.back(), dense);
+    }
+    const std::vector<int64_t> steps =
+        lowrank::allocate_global_energy(chains, policy.value, opt.global_normalized);
+    for (std::size_t k = 0; k < sites.size(); ++k) {
+      Site& s = sites[k];
+      if (chains[k].last_is_dense && steps[k] == static_cast<int64_t>(chains[k].gains.size())) {
+        s.keep_dense = true;
+        continue;
+      }
+      if (matrix_like(s.method)) {
+        s.r1 = std::min<int64_t>(std::max(steps[k], policy.min_rank),
+                                 static_cast<int64_t>(s.s.size()));
+      } else {
+        const lowrank::Tucker2Ranks t = paths[k][static_cast<std::size_t>(steps[k] - 1)];
+        s.r1 = std::max(t.out, std::min(policy.min_rank, s.ro));
+        s.r2 = std::max(t.in, std::min(policy.min_rank, s.ri));
+      }
+    }
+  }
+
+  /// The replacement of one site at its chosen rank(s), or nullptr (reason in the report).
+  std::shared_ptr<Module> build(Site& s, LowRankLayerReport& rep) {
+    rep.name = s.name;
+    rep.method = method_name(s.method);
+    rep.energy_kept = std::numeric_limits<double>::quiet_NaN();
+    if (s.keep_dense) {
+      // The global allocation priced this layer's remaining energy below its factorizations.
+      const int64_t p = s.lin != nullptr ? s.lin->weight().value.numel() +
+                                               (s.lin->bias() ? s.lin->bias()->value.numel() : 0)
+                                         : s.conv->weight().value.numel() +
+                                               (s.conv->bias() ? s.conv->bias()->value.numel() : 0);
+      rep.type = s.lin != nullptr ? "Linear" : "Conv2d";
+      rep.params_before = rep.params_after = p;
+      rep.flops_before = rep.flops_after =
+          2 * (s.lin != nullptr ? s.lin->weight().value.numel() : s.conv->weight().value.numel());
+      rep.reason = "the global energy allocation keeps it dense";
+      return nullptr;
+    }
+    if (s.lin != nullptr) {
+      const int64_t m = s.m, n = s.n, r = s.r1;
+      const bool adds_bias = s.method == Method::kLinearResponse && opt.response_centered;
+      const int64_t bias = s.lin->bias() != nullptr || adds_bias ? m : 0;
+      rep.type = "Linear";
+      rep.params_before = rep.params_after = m * n + bias;
+      rep.flops_before = rep.flops_after = 2 * m * n;
+      rep.rank = r;
+      if (!s.converged) {
+        rep.reason = "SVD did not converge";
+        return nullptr;
+      }
+      if (r == 0 || !lowrank::worth_factorizing(m, n, r)) {
+        rep.reason = "rank " + std::to_string(r) + " would not save parameters";
+        return nullptr;
+      }
+      rep.params_after = r * (m + n) + bias;
+      rep.flops_after = 2 * r * (m + n);
+      rep.factorized = true;
+      if (s.method == Method::kLinearSvd) {
+        rep.relative_error = tail_ratio(s.s, r);
+        rep.energy_kept = 1.0 - rep.relative_error * rep.relative_error;
+        return linear_from_svd(*s.lin, s.svd, r, ctx);
+      }
+      const lowrank::ProjectedFactors f = lowrank::project_output(
+          s.lin->weight().value, s.basis.u.slice(1, 0, r), s.basis.mean, ctx);
+      rep.relative_error = f.relative_error;
+      rep.energy_kept = kept_fraction(s.s, r);
+      return linear_pair(*s.lin, f.first, f.second, adds_bias ? f.bias_shift : Tensor(), ctx);
+    }
+    Conv2d& c = *s.conv;
+    const Tensor& w = c.weight().value;
+    const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), hw = kh * kw;
+    const bool adds_bias = s.method == Method::kChannelResponse && opt.response_centered;
+    const int64_t bias_before = c.bias() != nullptr ? co : 0;
+    const int64_t bias = c.bias() != nullptr || adds_bias ? co : 0;
+    const int64_t before = co * ci * hw;
+    rep.type = "Conv2d";
+    rep.params_before = rep.params_after = before + bias_before;
+    rep.flops_before = rep.flops_after = 2 * before;
+    if (c.params().groups != 1 || hw == 1) {
+      rep.reason = c.params().groups != 1 ? "grouped convolution" : "1x1 convolution";
+      return nullptr;
+    }
+    if (!s.converged) {
+      rep.reason = "SVD did not converge";
+      return nullptr;
+    }
+    if (matrix_like(s.method)) {
+      const int64_t r = s.r1;
+      rep.rank = r;
+      if (r == 0 || r * (s.m + s.n) + bias - bias_before >= before) {
+        rep.reason = "rank " + std::to_string(r) + " would not save parameters";
+        return nullptr;
+      }
+      rep.params_after = r * (s.m + s.n) + bias;
+      rep.flops_after = 2 * r * (s.m + s.n);
+      rep.factorized = true;
+      if (s.method == Method::kChannelResponse) {
+        const lowrank::ProjectedFactors f =
+            lowrank::project_output(w, s.basis.u.slice(1, 0, r), s.basis.mean, ctx);
+        rep.relative_error = f.relative_error;
+        rep.energy_kept = kept_fraction(s.s, r);
+        return conv_channel_pair(c, f.first, f.second, adds_bias ? f.bias_shift : Tensor(),
+                                 "ChannelConv2d", ctx);
+      }
+      const lowrank::ConvSvdResult f = s.method == Method::kChannel
+                                           ? lowrank::channel_svd(w, r, ctx)
+                                           : lowrank::spatial_svd(w, r, ctx);
+      rep.relative_error = f.relative_error;
+      rep.energy_kept = 1.0 - f.relative_error * f.relative_error;
+      return s.method == Method::kChannel
+                 ? conv_channel_pair(c, f.first, f.second, Tensor(), "ChannelConv2d", ctx)
+                 : conv_from_spatial(c, f, ctx);
+    }
+    if (s.method == Method::kCp) {
+      // CP has one rank: the larger of the two channel-mode ranks (a heuristic, docs/lowrank.md).
+      const int64_t r = std::max(s.r1, s.r2);
+      rep.rank = r;
+      if (r == 0 || cp_params(co, ci, kh, kw, r) >= before) {
+        rep.reason = "rank " + std::to_string(r) + " would not save parameters";
+        return nullptr;
+      }
+      const lowrank::CpResult cp = lowrank::cp_als(w, r, opt.cp, ctx);
+      rep.relative_error = cp.relative_error;
+      rep.params_after = cp_params(co, ci, kh, kw, r) + bias;
+      rep.flops_after = 2 * cp_params(co, ci, kh, kw, r);
+      rep.factorized = true;
+      return conv_from_cp(c, cp, ctx);
+    }
+    const int64_t r1 = s.r1, r2 = s.r2;
+    rep.rank = r1;
+    rep.rank_in = r2;
+    if (r1 == 0 || r2 == 0 || tucker2_params(co, ci, hw, r1, r2) >= before) {
+      rep.reason = "ranks (" + std::to_string(r1) + ", " + std::to_string(r2) +
+                   ") would not save parameters";
+      return nullptr;
+    }
+    const lowrank::Tucker2Result t = lowrank::tucker2(w, r1, r2, ctx);
+    rep.relative_error = t.relative_error;
+    rep.energy_kept = 1.0 - t.relative_error * t.relative_error;
+    rep.params_after = tucker2_params(co, ci, hw, r1, r2) + bias;
+    rep.flops_after = 2 * tucker2_params(co, ci, hw, r1, r2);
+    rep.factorized = true;
+    return conv_from_tucker2(c, t, ctx);
+  }
+
+  std::vector<LowRankLayerReport> run(Module& model) {
+    collect(model, "");
+    if (sites.empty()) return {};
+    for (const Site& s : sites) {
+      FRUGAL_REQUIRE(s.conv == nullptr || opt.energy_source != EnergySource::kResponses ||
+                         opt.conv == ConvFactorization::kChannel,
+                     "factorize_model",
+                     "EnergySource::kResponses supports convolutions only "
+                     "with ConvFactorization::kChannel (layer ",
+                     s.name, ")");
+    }
+    if (opt.energy_source == EnergySource::kResponses && needs_spectrum()) record(model);
+    for (Site& s : sites) analyse(s);
+    if (global()) {
+      choose_global();
+    } else {
+      for (Site& s : sites) choose_local(s);
+    }
+    std::vector<LowRankLayerReport> reports;
+    for (Site& s : sites) {
       LowRankLayerReport rep;
-      rep.name = name;
-      std::shared_ptr<Module> repl = lin != nullptr ? linear(*lin, rep) : conv(*cv, rep);
+      std::shared_ptr<Module> repl = build(s, rep);
       if (repl) {
+        Module* child = s.parent->children()[s.index].second.get();
         repl->train(child->is_training());
-        mod.replace_child(i, std::move(repl));
+        s.parent->replace_child(s.index, std::move(repl));
       }
       reports.push_back(std::move(rep));
     }
+    return reports;
   }
 };
 
@@ -312,9 +734,67 @@ std::shared_ptr<Sequential> factorize_conv_cp(Conv2d& layer, int64_t rank,
   return conv_from_cp(layer, cp, ctx);
 }
 
+std::shared_ptr<Sequential> factorize_conv_channel(Conv2d& layer, int64_t rank,
+                                                   const ExecContext& ctx) {
+  require_dense_conv("factorize_conv_channel", layer);
+  const lowrank::ConvSvdResult f = lowrank::channel_svd(layer.weight().value, rank, ctx);
+  return conv_channel_pair(layer, f.first, f.second, Tensor(), "ChannelConv2d", ctx);
+}
+
+std::shared_ptr<Sequential> factorize_conv_spatial(Conv2d& layer, int64_t rank,
+                                                   const ExecContext& ctx) {
+  require_dense_conv("factorize_conv_spatial", layer);
+  const lowrank::ConvSvdResult f = lowrank::spatial_svd(layer.weight().value, rank, ctx);
+  return conv_from_spatial(layer, f, ctx);
+}
+
+std::shared_ptr<Sequential> factorize_linear_response(Linear& layer, const Tensor& inputs,
+                                                      int64_t rank, bool centered,
+                                                      const ExecContext& ctx) {
+  const char* op = "factorize_linear_response";
+  const Tensor& w = layer.weight().value;
+  const int64_t m = w.dim(0), n = w.dim(1);
+  FRUGAL_REQUIRE(inputs.defined() && inputs.rank() >= 1 && inputs.numel() > 0 &&
+                     inputs.dim(inputs.rank() - 1) == n,
+                 op, "inputs must be non-empty (..., ", n, ")");
+  const int64_t rows = inputs.numel() / n;
+  const int64_t k = std::min({m, n, rows});
+  FRUGAL_REQUIRE(rank >= 1 && rank <= k, op, "rank ", rank, " outside [1, min(out, in, rows) = ", k,
+                 "]");
+  const lowrank::ResponseBasis b =
+      lowrank::linear_response_basis(inputs.contiguous(ctx).reshape({rows, n}), w, centered, ctx);
+  FRUGAL_REQUIRE(rank <= b.u.dim(1), op, "rank ", rank, " exceeds the ", b.u.dim(1),
+                 " response directions");
+  const lowrank::ProjectedFactors f =
+      lowrank::project_output(w, b.u.slice(1, 0, rank), b.mean, ctx);
+  return linear_pair(layer, f.first, f.second, centered ? f.bias_shift : Tensor(), ctx);
+}
+
+std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor& inputs,
+                                                    int64_t rank, bool centered,
+                                                    const ExecContext& ctx) {
+  const char* op = "factorize_conv_response";
+  require_dense_conv(op, layer);
+  const Tensor& w = layer.weight().value;
+  FRUGAL_REQUIRE(
+      inputs.defined() && inputs.rank() == 4 && inputs.numel() > 0 && inputs.dim(1) == w.dim(1), op,
+      "inputs must be non-empty (N, ", w.dim(1), ", H, W)");
+  FRUGAL_REQUIRE(rank >= 1 && rank <= w.dim(0), op, "rank ", rank,
+                 " outside [1, C_out = ", w.dim(0), "]");
+  const lowrank::ResponseBasis b =
+      lowrank::response_basis(conv_responses(layer, inputs, ctx), centered, ctx);
+  FRUGAL_REQUIRE(rank <= b.u.dim(1), op, "rank ", rank, " exceeds the ", b.u.dim(1),
+                 " response directions");
+  const lowrank::ProjectedFactors f =
+      lowrank::project_output(w, b.u.slice(1, 0, rank), b.mean, ctx);
+  return conv_channel_pair(layer, f.first, f.second, centered ? f.bias_shift : Tensor(),
+                           "ChannelConv2d", ctx);
+}
+
 std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::RankPolicy& policy,
                                                 const FactorizeOptions& opt,
                                                 const ExecContext& ctx) {
+  const char* op = "factorize_model";
   // Validate the policy once up front (select_rank checks the value against its rule).
   if (!lowrank::needs_singular_values(policy)) {
     (void)lowrank::select_rank({}, 2, 2, policy);
@@ -322,20 +802,32 @@ std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::Ra
     const std::vector<double> probe{1.0};
     (void)lowrank::select_rank(probe, 2, 2, policy);
   }
+  if (opt.energy_source == EnergySource::kResponses) {
+    FRUGAL_REQUIRE(opt.calibration.defined() && opt.calibration.numel() > 0, op,
+                   "EnergySource::kResponses needs calibration inputs");
+  }
+  FRUGAL_REQUIRE(
+      !(policy.rule == lowrank::RankRule::kGlobalEnergy && opt.conv == ConvFactorization::kCp), op,
+      "RankRule::kGlobalEnergy does not support CP convolutions");
   Rewriter rw{policy, opt, ctx, {}};
-  rw.walk(model, "");
-  return std::move(rw.reports);
+  return rw.run(model);
 }
 
 LowRankSummary summarize(const std::vector<LowRankLayerReport>& reports) {
   LowRankSummary s;
   for (const LowRankLayerReport& r : reports) {
+    s.eligible_params_before += r.params_before;
+    s.eligible_params_after += r.params_after;
     if (!r.factorized) continue;
     ++s.layers;
     s.params_before += r.params_before;
     s.params_after += r.params_after;
     s.flops_before += r.flops_before;
     s.flops_after += r.flops_after;
+  }
+  if (s.eligible_params_after > 0) {
+    s.eligible_ratio = static_cast<double>(s.eligible_params_before) /
+                       static_cast<double>(s.eligible_params_after);
   }
   if (s.params_after > 0) {
     s.param_ratio = static_cast<double>(s.params_before) / static_cast<double>(s.params_after);

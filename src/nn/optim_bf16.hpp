@@ -3,7 +3,8 @@
 // and the CUDA kernel (kernels/nn/optim.cu) so that both run the same fp32 arithmetic, the same
 // rounding and the same Philox stream. Internal header; host and device (FRUGAL_INLINE).
 //
-// Random stream (stochastic rounding), the one amp::cast uses for bf16 (docs/amp.md): element i
+// Random stream (stochastic rounding; the optimizer's own, per-element Philox4x32-10 order, not
+// amp::cast's grouped Philox4x32-7 stream, docs/amp.md): element i
 // of a moment takes bits [16 (i % 8), 16 (i % 8) + 16) of the 128-bit output of
 // Philox4x32-10(counter = i / 8 + offset, key = seed) read as x | y << 32 | z << 64 | w << 96.
 // exp_avg uses `offset`, exp_avg_sq `offset + ceil(n / 8)`: a step consumes

@@ -1,6 +1,6 @@
-// CUDA parity of amp::cast and of the loss scaler's unscale-and-check: inputs built on the CPU,
-// moved to the GPU; every output must equal the CPU's bit for bit (both run the same integer
-// conversions and the same Philox stream; the products are single IEEE multiplies).
+// CUDA parity of amp::cast: inputs built on the CPU, moved to the GPU; every output must equal the
+// CPU's bit for bit (both run the same integer conversions and the same Philox stream; the products
+// are single IEEE multiplies).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -64,25 +64,7 @@ TEST(AmpCastCuda, BitsEqualCpuForEveryMode) {
   }
 }
 
-TEST(AmpCastCuda, UnscaleAndCheckMatchesCpu) {
-  FRUGAL_REQUIRE_GPU();
-  DynamicLossScaler s;
-  Tensor a = testing::random_uniform(Shape{100000}, 3, -1e3f, 1e3f);
-  Tensor b = testing::random_uniform(Shape{77}, 4);
-  Tensor c = testing::random_uniform(Shape{5000}, 5);
-  b.view().data_as<float>()[50] = std::numeric_limits<float>::infinity();
-  c.view().data_as<float>()[4999] = std::numeric_limits<float>::quiet_NaN();
-  Tensor ag = a.to(Device::cuda()), bg = b.to(Device::cuda()), cg = c.to(Device::cuda());
-  const UnscaleResult rc = s.unscale_and_check({{"a", a.view()}, {"b", b.view()}, {"c", c.view()}});
-  const UnscaleResult rg =
-      s.unscale_and_check({{"a", ag.view()}, {"b", bg.view()}, {"c", cg.view()}});
-  EXPECT_EQ(rg.found_inf, rc.found_inf);
-  EXPECT_EQ(rg.first_nonfinite, "b");
-  EXPECT_EQ(rg.num_nonfinite_tensors, rc.num_nonfinite_tensors);
-  EXPECT_EQ(bytes_of(ag), bytes_of(a));
-  EXPECT_EQ(bytes_of(bg), bytes_of(b));
-  EXPECT_EQ(bytes_of(cg), bytes_of(c));
-}
+// The loss scaler's unscale-and-check on CUDA: tests/amp/loss_scaler_cuda.cpp.
 
 }  // namespace
 }  // namespace frugal::amp

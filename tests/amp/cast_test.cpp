@@ -233,13 +233,50 @@ TEST(AmpCast, StochasticResultIsAlwaysANeighbour) {
   }
 }
 
+// Philox4x32 with 7 rounds, written out from Salmon et al. 2011 (the stochastic-rounding stream's
+// generator): the round function of Philox4x32, the key bumped by (W0, W1) between rounds.
+Uint4 philox7(Uint4 c, uint64_t seed) {
+  uint32_t kx = static_cast<uint32_t>(seed), ky = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < 7; ++r) {
+    const uint64_t p0 = uint64_t{0xD2511F53u} * c.x, p1 = uint64_t{0xCD9E8D57u} * c.z;
+    c = {static_cast<uint32_t>(p1 >> 32) ^ c.y ^ kx, static_cast<uint32_t>(p1),
+         static_cast<uint32_t>(p0 >> 32) ^ c.w ^ ky, static_cast<uint32_t>(p0)};
+    kx += 0x9E3779B9u;
+    ky += 0xBB67AE85u;
+  }
+  return c;
+}
+
+TEST(AmpCast, StochasticRoundingGeneratorIsPhilox4x32With7Rounds) {
+  // Random123's known-answer vectors (kat_vectors, "philox4x32 7" lines): counter, key, output.
+  struct Kat {
+    Uint4 ctr;
+    uint64_t key;
+    Uint4 out;
+  };
+  const Kat kats[] = {{{0, 0, 0, 0}, 0, {0x5f6fb709u, 0x0d893f64u, 0x4f121f81u, 0x4f730a48u}},
+                      {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
+                       0xffffffffffffffffull,
+                       {0x5207ddc2u, 0x45165e59u, 0x4d8ee751u, 0x8c52f662u}},
+                      {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
+                       0x299f31d0a4093822ull,
+                       {0x4dfccabau, 0x190a87f0u, 0xc47362bau, 0xb6b5242au}}};
+  for (const Kat& k : kats) {
+    EXPECT_EQ(detail::sr_philox(k.ctr, k.key), k.out);
+    EXPECT_EQ(philox7(k.ctr, k.key), k.out);
+  }
+}
+
 TEST(AmpCast, StochasticFollowsThePhiloxStream) {
-  // Independent check of the documented stream. bf16: element i takes 16 bits, half i % 2 (low
-  // first) of lane (i % 8) / 2 of the Philox block with counter i / 8 + offset; bf16 normals drop
-  // 16 bits: the random bits are added and the sum truncated. E4M3: element i takes byte i % 16
-  // (little-endian x, y, z, w) of the block with counter i / 16 + offset; normals drop 20 bits
-  // `rem`: round up iff r8 + ceil(rem / 2^12) >= 2^8.
-  const Tensor x = testing::random_uniform(Shape{4099}, 17, 0.5f, 4.f);
+  // Independent check of the documented stream (docs/amp.md, "Rounding"), n = 4099. bf16 (16
+  // bits, E = 8 elements per block, groups of G = 64): element j of group g takes half p % 2 (low
+  // first) of word j % 16 of row p / 2, p = j / 16, where row 0 = x0 y0 x1 y1 ... x7 y7 and row 1
+  // = z0 w0 ... z7 w7 of the blocks with counters 8 g + b + offset; the 3 tail elements take the
+  // halves of the next block in order. bf16 normals drop 16 bits: the random bits are added and
+  // the sum truncated. E4M3 (8 bits, E = 16, G = 128): byte p % 4 of word j % 16 of row p / 4;
+  // normals drop 20 bits `rem`: round up iff r8 + ceil(rem / 2^12) >= 2^8.
+  const int64_t n = 4099;
+  const Tensor x = testing::random_uniform(Shape{n}, 17, 0.5f, 4.f);
   ExecContext ctx;
   ctx.seed = 0x1234567890ull;
   ctx.offset = 77;
@@ -248,20 +285,34 @@ TEST(AmpCast, StochasticFollowsThePhiloxStream) {
   const auto c = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
   const auto c8 = codes_of(cast(x.cview(), DType::kF8E4M3, opt, ctx).out);
   const auto v = x.to_vector<float>();
-  for (size_t i = 0; i < v.size(); ++i) {
+  const auto word_of = [&](uint64_t counter, int w) {
+    const Uint4 b = philox7({static_cast<uint32_t>(counter + ctx.offset), 0, 0, 0}, ctx.seed);
+    return w == 0 ? b.x : w == 1 ? b.y : w == 2 ? b.z : b.w;
+  };
+  for (int64_t i = 0; i < n; ++i) {
     uint32_t u;
-    std::memcpy(&u, &v[i], 4);
-    const Uint4 blk = Philox4x32::generate(philox_counter(i / 8, ctx.offset), ctx.seed);
-    const uint32_t word = lane(blk, static_cast<int>(i % 8 / 2));
-    const uint32_t r16 = i % 2 == 1 ? word >> 16 : word & 0xFFFFu;
-    ASSERT_EQ(c[i], (u + r16) >> 16) << i;
+    std::memcpy(&u, &v[static_cast<size_t>(i)], 4);
+    uint32_t r16, r8;
+    if (i < 4096) {  // 64 full bf16 groups, 32 full E4M3 groups
+      const int64_t j = i % 64, p = j / 16, l = j % 16;
+      const uint32_t w = word_of(8 * (i / 64) + l / 2, static_cast<int>(2 * (p / 2) + l % 2));
+      r16 = p % 2 == 1 ? w >> 16 : w & 0xFFFFu;
+      const int64_t j8 = i % 128, p8 = j8 / 16, l8 = j8 % 16;
+      const uint32_t w8 = word_of(8 * (i / 128) + l8 / 2, static_cast<int>(2 * (p8 / 4) + l8 % 2));
+      r8 = (w8 >> (8 * (p8 % 4))) & 0xFFu;
+    } else {
+      const int64_t t = i - 4096;
+      const uint32_t w = word_of(512 + t / 8, static_cast<int>(t % 8 / 2));
+      r16 = t % 2 == 1 ? w >> 16 : w & 0xFFFFu;
+      const uint32_t w8 = word_of(256 + t / 16, static_cast<int>(t % 16 / 4));
+      r8 = (w8 >> (8 * (t % 4))) & 0xFFu;
+    }
+    ASSERT_EQ(c[static_cast<size_t>(i)], (u + r16) >> 16) << i;
     // E4M3: exponent e - 127 + 7, 3 kept mantissa bits; [0.5, 4) is normal and below 448.
-    const Uint4 blk8 = Philox4x32::generate(philox_counter(i / 16, ctx.offset), ctx.seed);
-    const uint32_t r8 = (lane(blk8, static_cast<int>(i % 16 / 4)) >> (8 * (i % 4))) & 0xFFu;
     const uint32_t rem = u & 0xFFFFFu;
     const uint32_t up = (r8 + (rem + 4095u) / 4096u) >> 8;
     const uint32_t code = ((((u >> 23) - 120u) << 3) | ((u >> 20) & 7u)) + up;
-    ASSERT_EQ(c8[i], code) << i;
+    ASSERT_EQ(c8[static_cast<size_t>(i)], code) << i;
   }
 }
 
@@ -379,32 +430,37 @@ namespace {
 TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
   // The CPU's vectorized stochastic paths must give the bits of the readable integer conversion
   // (detail::encode_sr) that the CUDA kernel runs, with the stream of detail::sr_random, on
-  // every class of input, for every target and overflow mode; odd length covers the tail.
+  // every class of input, for every target and overflow mode. Lengths: several oneTBB blocks with
+  // a tail, an odd number of full groups in the last block, shorter than one group, one element.
   std::mt19937 gen(23);
-  std::vector<float> v((1 << 18) + 77);
-  for (auto& x : v) {
-    const uint32_t u = gen();
-    std::memcpy(&x, &u, 4);
-  }
-  const Tensor x = Tensor::from_vector(v, Shape{static_cast<int64_t>(v.size())});
-  ExecContext ctx;
-  ctx.seed = 8;
-  ctx.offset = 3;
-  for (Overflow ov : {Overflow::kNonSaturate, Overflow::kSaturate}) {
-    CastOptions opt;
-    opt.rounding = Rounding::kStochastic;
-    opt.overflow = ov;
-    const auto h = codes_of(cast(x.cview(), DType::kF16, opt, ctx).out);
-    const auto b = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
-    const auto e4 = codes_of(cast(x.cview(), DType::kF8E4M3, opt, ctx).out);
-    const auto e5 = codes_of(cast(x.cview(), DType::kF8E5M2, opt, ctx).out);
-    for (size_t i = 0; i < v.size(); ++i) {
-      const uint32_t r = detail::sr_random(ctx.seed, ctx.offset, i, 16);
-      const uint32_t r8 = detail::sr_random(ctx.seed, ctx.offset, i, 8);
-      ASSERT_EQ(h[i], detail::encode_sr<detail::kFmtF16>(v[i], ov, r)) << v[i];
-      ASSERT_EQ(b[i], detail::encode_sr<detail::kFmtBF16>(v[i], ov, r)) << v[i];
-      ASSERT_EQ(e4[i], detail::encode_sr<detail::kFmtE4M3>(v[i], ov, r8)) << v[i];
-      ASSERT_EQ(e5[i], detail::encode_sr<detail::kFmtE5M2>(v[i], ov, r8)) << v[i];
+  for (const int64_t n :
+       {int64_t{(1 << 18) + 77}, int64_t{65536 + 1024 + 64 + 3}, int64_t{100}, int64_t{1}}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) {
+      const uint32_t u = gen();
+      std::memcpy(&x, &u, 4);
+    }
+    const Tensor x = Tensor::from_vector(v, Shape{n});
+    ExecContext ctx;
+    ctx.seed = 8;
+    ctx.offset = 3;
+    for (Overflow ov : {Overflow::kNonSaturate, Overflow::kSaturate}) {
+      CastOptions opt;
+      opt.rounding = Rounding::kStochastic;
+      opt.overflow = ov;
+      const auto h = codes_of(cast(x.cview(), DType::kF16, opt, ctx).out);
+      const auto b = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
+      const auto e4 = codes_of(cast(x.cview(), DType::kF8E4M3, opt, ctx).out);
+      const auto e5 = codes_of(cast(x.cview(), DType::kF8E5M2, opt, ctx).out);
+      for (int64_t i = 0; i < n; ++i) {
+        const auto k = static_cast<size_t>(i);
+        const uint32_t r = detail::sr_random(ctx.seed, ctx.offset, n, i, 16);
+        const uint32_t r8 = detail::sr_random(ctx.seed, ctx.offset, n, i, 8);
+        ASSERT_EQ(h[k], detail::encode_sr<detail::kFmtF16>(v[k], ov, r)) << n << " " << v[k];
+        ASSERT_EQ(b[k], detail::encode_sr<detail::kFmtBF16>(v[k], ov, r)) << n << " " << v[k];
+        ASSERT_EQ(e4[k], detail::encode_sr<detail::kFmtE4M3>(v[k], ov, r8)) << n << " " << v[k];
+        ASSERT_EQ(e5[k], detail::encode_sr<detail::kFmtE5M2>(v[k], ov, r8)) << n << " " << v[k];
+      }
     }
   }
 }

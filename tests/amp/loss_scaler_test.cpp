@@ -156,6 +156,53 @@ TEST(LossScaler, NamesTheFirstNonFiniteTensorAndUnscalesAll) {
   EXPECT_FALSE(s.unscale_and_check({}).found_inf);
 }
 
+// Many tensors in one multi-tensor pass (sizes from 0 to several 64K chunks): every element is
+// the correctly rounded product, and the flags are those of a scalar scan of the inputs, on 1 and
+// 2 threads.
+TEST(LossScaler, MultiTensorPassFlagsExactlyTheNonFiniteTensors) {
+  LossScalerOptions opt;
+  opt.init_scale = 3.f;  // 1/3 is inexact: every product is rounded
+  DynamicLossScaler s(opt);
+  const float inv = static_cast<float>(1.0 / 3.0);
+  for (const int nthreads : {1, 2}) {
+    std::vector<Tensor> ts;
+    std::vector<std::pair<std::string, TensorView>> grads;
+    std::vector<std::vector<float>> before;
+    std::string first_bad;
+    int64_t num_bad = 0;
+    for (int t = 0; t < 60; ++t) {
+      const int64_t n = t % 7 == 0 ? 0 : (t * 7919) % 200000 + (t % 3 == 0 ? 131072 : 1);
+      Tensor x = testing::random_uniform(Shape{n}, static_cast<uint64_t>(100 + t), -1e3f, 1e3f);
+      if (n > 0 && t % 5 == 2) {
+        const float bad = t % 2 == 0 ? kNaN : -kInf;
+        x.view().data_as<float>()[(t * 104729) % n] = bad;
+      }
+      before.push_back(x.to_vector<float>());
+      bool has_bad = false;
+      for (const float v : before.back()) has_bad = has_bad || !std::isfinite(v);
+      if (has_bad && first_bad.empty()) first_bad = testing::numbered('g', t);
+      num_bad += has_bad;
+      ts.push_back(x);
+      grads.emplace_back(testing::numbered('g', t), ts.back().view());
+    }
+    const UnscaleResult r = s.unscale_and_check(grads, testing::threads(nthreads));
+    EXPECT_TRUE(r.found_inf);
+    EXPECT_EQ(r.first_nonfinite, first_bad);
+    EXPECT_EQ(r.num_nonfinite_tensors, num_bad);
+    for (size_t t = 0; t < ts.size(); ++t) {
+      const std::vector<float> after = ts[t].to_vector<float>();
+      for (size_t i = 0; i < after.size(); ++i) {
+        const float want = static_cast<float>(static_cast<double>(before[t][i]) * inv);
+        if (std::isnan(want)) {
+          ASSERT_TRUE(std::isnan(after[i])) << t << " " << i;
+        } else {
+          ASSERT_EQ(after[i], want) << t << " " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(LossScaler, StateRoundTrips) {
   LossScalerOptions opt;
   opt.hysteresis = 3;

@@ -399,6 +399,51 @@ TEST(FloatTypes, KnownValues) {
   EXPECT_EQ(bf16_bits_to_float(0x0001), std::bit_cast<float>(0x00010000u));  // subnormal
 }
 
+// float -> bf16 over every sign and exponent (subnormals, Inf and NaN included): each of the 128
+// kept mantissas with dropped halves at and around every rounding decision (0, 1, just below, at
+// and above one half ulp, all ones) plus random ones, and every dropped half for a few kept
+// mantissas of the smallest, middle and largest exponents. Against the nearest-value reference;
+// a NaN must give exactly the quiet NaN 0x7FC0 with the sign kept.
+TEST(FloatTypes, Bf16EncodeEveryExponentDenseMantissas) {
+  const RefEncoder ref(kBF16Def);
+  Mismatches bad("bf16 dense encode");
+  const auto check = [&](uint32_t u) {
+    const float x = std::bit_cast<float>(u);
+    const uint32_t got = float_to_bf16_bits(x);
+    if (std::isnan(x)) {
+      const uint32_t want = ((u >> 16) & 0x8000u) | 0x7FC0u;
+      if (got != want) bad.add(float_desc(x) + " gave " + hex(got) + ", want " + hex(want));
+      return;
+    }
+    const uint32_t want = ref.encode(x, Overflow::kNonSaturate);
+    if (got != want) bad.add(float_desc(x) + " gave " + hex(got) + ", want " + hex(want));
+  };
+  std::mt19937 gen(7);
+  std::vector<uint32_t> lows = {0x0000, 0x0001, 0x0002, 0x3FFF, 0x4000, 0x7FFE, 0x7FFF,
+                                0x8000, 0x8001, 0x8002, 0xBFFF, 0xC000, 0xFFFE, 0xFFFF};
+  for (int i = 0; i < 18; ++i) lows.push_back(gen() & 0xFFFFu);
+  int64_t checked = 0;
+  for (uint32_t sign_exp = 0; sign_exp < 512; ++sign_exp) {
+    for (uint32_t kept = 0; kept < 128; ++kept) {
+      for (uint32_t low : lows) {
+        check((sign_exp << 23) | (kept << 16) | low);
+        ++checked;
+      }
+    }
+  }
+  for (uint32_t exp : {0u, 1u, 127u, 254u, 255u}) {
+    for (uint32_t sign : {0u, 1u}) {
+      for (uint32_t kept : {0u, 1u, 0x40u, 0x7Fu}) {
+        for (uint32_t low = 0; low < 65536; ++low) {
+          check((sign << 31) | (exp << 23) | (kept << 16) | low);
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 4000000);
+}
+
 // The conversions are constexpr, so compile-time tables of fp8/fp16 constants are possible.
 static_assert(float_to_e4m3_bits(448.f, Overflow::kSaturate) == 0x7E);
 static_assert(float_to_e5m2_bits(-57344.f, Overflow::kNonSaturate) == 0xFB);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "distill_test_util.hpp"
 #include "support/gpu.hpp"
@@ -82,11 +83,80 @@ TEST(DistillCuda, KdLossBadInputFromTheDevice) {
       },
       ErrorCode::kInvalidArgument, "kd_loss");
   expect_error([&] { kd_loss(cuda(s), t, 1.0); }, ErrorCode::kInvalidArgument, "kd_loss");
-  const TopKLogits bad{
-      cuda(t.slice(1, 0, 2).contiguous()),
-      cuda(Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 7, 0, 1}, {4, 2}))};
+  TopKLogits bad;
+  bad.values = cuda(t.slice(1, 0, 2).contiguous());
+  bad.indices = cuda(Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 7, 0, 1}, {4, 2}));
   expect_error([&] { kd_loss_topk(cuda(s), bad, 1.0); }, ErrorCode::kInvalidArgument,
                "kd_loss_topk");
+}
+
+TEST(DistillCuda, KdLossTopKUniformTailMatchesCpu) {
+  FRUGAL_REQUIRE_GPU();
+  for (DType dt : {DType::kF32, DType::kF64}) {
+    const Tensor s = frugal::testing::random_uniform({67, 1000}, 21, -8.f, 8.f).to(dt);
+    const Tensor t = frugal::testing::random_uniform({67, 1000}, 22, -8.f, 8.f).to(dt);
+    std::vector<int64_t> y(67);
+    for (int i = 0; i < 67; ++i) y[i] = (i * 17) % 1000;
+    const Tensor lab = labels_of(y);
+    for (int64_t k : {1, 16, 1000}) {
+      const TopKLogits tk = topk_teacher(t, k, 2.0);
+      const TopKLogits tkg = topk_teacher(cuda(t), k, 2.0);
+      ASSERT_EQ(tkg.tail, TopKTail::kUniform);
+      // The row log-sum-exps: double sums in both backends, other orders.
+      EXPECT_TRUE(all_close(tkg.lse, tk.lse, dt == DType::kF32 ? 1e-6 : 1e-13, 0.0));
+      const KdResult c = kd_loss_topk(s, tk, lab, 2.0, 0.7);
+      const KdResult g = kd_loss_topk(cuda(s), tkg, cuda(lab), 2.0, 0.7);
+      // f32: CUDA expf vs the CPU polynomial (1-2 ulp) and other sum orders; f64: sum order only.
+      const double tol = dt == DType::kF32 ? 1e-5 : 1e-12;
+      EXPECT_NEAR(g.loss, c.loss, tol * c.loss) << k;
+      EXPECT_NEAR(g.kd, c.kd, tol * c.kd) << k;
+      EXPECT_TRUE(all_close(g.grad_student, c.grad_student, dt == DType::kF32 ? 1e-4 : 1e-10,
+                            dt == DType::kF32 ? 1e-9 : 1e-16))
+          << k;
+      const KdResult g2 = kd_loss_topk(cuda(s), tkg, cuda(lab), 2.0, 0.7);
+      EXPECT_EQ(g2.loss, g.loss);  // deterministic run to run
+    }
+  }
+  // Errors reached through the device: another T, a NaN lse, Inf teacher logits.
+  const Tensor s = frugal::testing::random_uniform({4, 5}, 23);
+  const Tensor t = frugal::testing::random_uniform({4, 5}, 24);
+  const TopKLogits tkg = topk_teacher(cuda(t), 2, 2.0);
+  expect_error([&] { kd_loss_topk(cuda(s), tkg, 1.0); }, ErrorCode::kInvalidArgument,
+               "kd_loss_topk");
+  TopKLogits bad = tkg;
+  bad.lse = cuda(Tensor::from_vector(std::vector<float>{0.f, 0.f, std::nanf(""), 0.f}, {4}));
+  try {
+    kd_loss_topk(cuda(s), bad, 2.0);
+    ADD_FAILURE() << "NaN lse accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("[kd_loss_topk] NaN or Inf", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 2"), std::string::npos) << e.what();
+  }
+  auto tv = t.to_vector<float>();
+  tv[7] = INFINITY;  // row 1
+  try {
+    topk_teacher(cuda(Tensor::from_vector(tv, {4, 5})), 2, 1.0);
+    ADD_FAILURE() << "Inf logits accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("[topk_teacher] NaN or Inf", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DistillCuda, KdLossHalfAndBfloat16MatchCpu) {
+  FRUGAL_REQUIRE_GPU();
+  const Tensor s = frugal::testing::random_uniform({33, 1000}, 31, -8.f, 8.f);
+  const Tensor t = frugal::testing::random_uniform({33, 1000}, 32, -8.f, 8.f);
+  for (DType dt : {DType::kF16, DType::kBF16}) {
+    const KdResult c = kd_loss(s.to(dt), t.to(dt), 4.0);
+    const KdResult g = kd_loss(cuda(s.to(dt)), cuda(t.to(dt)), 4.0);
+    ASSERT_EQ(g.grad_student.dtype(), dt);
+    // The f32 kernels agree to 1e-5 (above); the gradients are then rounded to dt (one ulp:
+    // 2^-11 for f16, 2^-8 for bf16, relative).
+    EXPECT_NEAR(g.loss, c.loss, 1e-5 * c.loss);
+    EXPECT_TRUE(all_close(g.grad_student.to(DType::kF32), c.grad_student.to(DType::kF32),
+                          dt == DType::kF16 ? 1e-3 : 8e-3, 1e-9));
+  }
 }
 
 TEST(DistillCuda, FeatureLossesMatchCpu) {

@@ -2,14 +2,24 @@
 // reference, finite differences in double, huge logits, thread-count invariance and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "distill_test_util.hpp"
 #include "frugal/ref/distill.hpp"
 
 namespace frugal::distill {
 namespace {
+
+// A renormalised top-k teacher from its values and indices.
+TopKLogits topk_logits(Tensor values, Tensor indices) {
+  TopKLogits t;
+  t.values = std::move(values);
+  t.indices = std::move(indices);
+  return t;
+}
 
 using frugal::testing::all_close;
 using testing::expect_error;
@@ -142,8 +152,8 @@ TEST(KdLoss, TopKRenormalisesOverTheStoredClasses) {
       numeric_grad(s, [&] { return ref::kd_loss(s, tk.values, tk.indices, y, 2.0, 0.7).loss; });
   EXPECT_TRUE(all_close(r.grad_student, fd, 1e-6, 1e-9));  // central differences, h = 1e-5
   // f32 top-k against the same reference.
-  const KdResult r32 =
-      kd_loss_topk(s.to(DType::kF32), {tk.values.to(DType::kF32), tk.indices}, y, 2.0, 0.7);
+  const KdResult r32 = kd_loss_topk(
+      s.to(DType::kF32), topk_logits(tk.values.to(DType::kF32), tk.indices), y, 2.0, 0.7);
   EXPECT_NEAR(r32.loss, want.loss, 1e-5 * want.loss);  // f32 rounding of logits and exps
   EXPECT_TRUE(all_close(r32.grad_student, want.grad, 1e-4, 1e-7));
 }
@@ -209,31 +219,227 @@ TEST(KdLoss, BadInput) {
   }
   const TopKLogits tk = topk_teacher(t, 2);
   expect_error([&] { kd_loss_topk(s, TopKLogits{}, 1.0); }, inv, "kd_loss_topk");
+  expect_error([&] { kd_loss_topk(s, topk_logits(tk.values, tk.indices.to(DType::kI32)), 1.0); },
+               inv, "kd_loss_topk");
+  expect_error([&] { kd_loss_topk(s, topk_logits(tk.values, tk.indices.slice(1, 0, 1)), 1.0); },
+               inv, "kd_loss_topk");
   expect_error(
       [&] {
-        kd_loss_topk(s, {tk.values, tk.indices.to(DType::kI32)}, 1.0);
+        kd_loss_topk(s,
+                     topk_logits(tk.values, Tensor::from_vector(
+                                                std::vector<int64_t>{0, 1, 2, 9, 0, 1}, {3, 2})),
+                     1.0);
       },
       inv, "kd_loss_topk");
   expect_error(
       [&] {
-        kd_loss_topk(s, {tk.values, tk.indices.slice(1, 0, 1)}, 1.0);
-      },
-      inv, "kd_loss_topk");
-  expect_error(
-      [&] {
-        kd_loss_topk(
-            s, {tk.values, Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 9, 0, 1}, {3, 2})},
-            1.0);
-      },
-      inv, "kd_loss_topk");
-  expect_error(
-      [&] {
-        kd_loss_topk(s, {random_f64({3, 5}, 1), tk.indices}, 1.0);
+        kd_loss_topk(s, topk_logits(random_f64({3, 5}, 1), tk.indices), 1.0);
       },
       inv, "kd_loss_topk");
   expect_error([&] { topk_teacher(t, 0); }, inv, "topk_teacher");
   expect_error([&] { topk_teacher(t, 5); }, inv, "topk_teacher");
   expect_error([&] { topk_teacher(random_f64({4}, 1), 1); }, inv, "topk_teacher");
+}
+
+TEST(KdLoss, HalfAndBfloat16LogitsGoThroughF32) {
+  const Tensor s = frugal::testing::random_uniform({9, 37}, 121, -6.f, 6.f);
+  const Tensor t = frugal::testing::random_uniform({9, 37}, 122, -6.f, 6.f);
+  const Tensor y = labels_of({0, 1, 2, 3, 4, 5, 6, 36, 20});
+  for (DType dt : {DType::kF16, DType::kBF16}) {
+    // The low-precision logits, widened exactly to f32: the reference inputs.
+    const Tensor sl = s.to(dt), tl = t.to(dt);
+    const Tensor s32 = sl.to(DType::kF32), t32 = tl.to(DType::kF32);
+    const KdResult want = kd_loss(s32, t32, y, 2.0, 0.6);
+    const KdResult r = kd_loss(sl, tl, y, 2.0, 0.6);
+    EXPECT_EQ(r.loss, want.loss);  // the same f32 kernel on the same values
+    ASSERT_EQ(r.grad_student.dtype(), dt);
+    // The gradient is the f32 one rounded to dt (exact for the reference's conversion).
+    EXPECT_TRUE(frugal::testing::all_equal(r.grad_student, want.grad_student.to(dt)));
+    Tensor buf = Tensor::zeros({9, 37}, dt);
+    const KdResult ri = kd_loss_into(sl, tl, y, 2.0, 0.6, buf.view());
+    EXPECT_EQ(ri.loss, want.loss);
+    EXPECT_TRUE(frugal::testing::all_equal(buf, want.grad_student.to(dt)));
+    TopKLogits tk = topk_teacher(t32, 5);
+    const KdResult wk = kd_loss_topk(s32, tk, 2.0);
+    tk.values = tk.values.to(dt);
+    EXPECT_EQ(kd_loss_topk(sl, tk, 2.0).loss, wk.loss);  // values are exact in dt
+    const auto inv = ErrorCode::kInvalidArgument;
+    expect_error([&] { kd_loss(sl, t32, 2.0); }, inv, "kd_loss");  // mixed dtypes
+    Tensor bad = Tensor::zeros({9, 37});
+    expect_error([&] { kd_loss_into(sl, tl, y, 2.0, 0.6, bad.view()); }, inv, "kd_loss_into");
+    auto v = s.to_vector<float>();
+    v[40] = std::numeric_limits<float>::infinity();  // row 1
+    expect_error(
+        [&] {
+          kd_loss(Tensor::from_vector(v, {9, 37}).to(dt), tl, 2.0);
+        },
+        inv, "kd_loss", "row 1");
+  }
+}
+
+// ---- top-k teacher with a uniform tail -------------------------------------------------------
+
+/// Independent reference of the uniform-tail loss: the teacher distribution q (N, C) written out
+/// in full (q_c = exp(t_c / T - lse) at the top-k classes, the rest of the mass spread evenly over
+/// the others), then alpha T^2 KL(q || p) + (1 - alpha) CE as plain double loops.
+double uniform_tail_reference(const Tensor& s, const Tensor& t, int64_t k, const Tensor& y,
+                              double temp, double alpha) {
+  const int64_t n = s.dim(0), c = s.dim(1);
+  const auto sv = s.to(DType::kF64).to_vector<double>();
+  const auto tv = t.to(DType::kF64).to_vector<double>();
+  const auto yv = y.defined() ? y.to_vector<int64_t>() : std::vector<int64_t>{};
+  double kd = 0.0, ce = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* si = sv.data() + i * c;
+    const double* ti = tv.data() + i * c;
+    double lse_t = 0.0, lse_s = 0.0, lse_s1 = 0.0;
+    for (int64_t j = 0; j < c; ++j) {
+      lse_t += std::exp(ti[j] / temp);
+      lse_s += std::exp(si[j] / temp);
+      lse_s1 += std::exp(si[j]);
+    }
+    lse_t = std::log(lse_t);
+    lse_s = std::log(lse_s);
+    lse_s1 = std::log(lse_s1);
+    // The k largest teacher logits (ties by lower index, as core topk).
+    std::vector<int64_t> order(static_cast<std::size_t>(c));
+    for (int64_t j = 0; j < c; ++j) order[j] = j;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return ti[a] > ti[b]; });
+    std::vector<double> q(static_cast<std::size_t>(c), 0.0);
+    double stored = 0.0;
+    for (int64_t r = 0; r < k; ++r) {
+      q[order[r]] = std::exp(ti[order[r]] / temp - lse_t);
+      stored += q[order[r]];
+    }
+    for (int64_t r = k; r < c; ++r) q[order[r]] = (1.0 - stored) / static_cast<double>(c - k);
+    for (int64_t j = 0; j < c; ++j) {
+      if (q[j] > 0.0) kd += q[j] * (std::log(q[j]) - (si[j] / temp - lse_s));
+    }
+    if (!yv.empty()) ce += lse_s1 - si[yv[i]];
+  }
+  kd *= temp * temp / static_cast<double>(n);
+  ce /= static_cast<double>(n);
+  return yv.empty() ? kd : alpha * kd + (1.0 - alpha) * ce;
+}
+
+TEST(KdLossTopKUniform, MatchesTheWrittenOutDistribution) {
+  Tensor s = random_f64({6, 11}, 71, -3.f, 3.f);
+  const Tensor t = random_f64({6, 11}, 72, -3.f, 3.f);
+  const Tensor y = labels_of({0, 10, 4, 4, 7, 1});
+  for (int64_t k : {1, 3, 10}) {
+    const TopKLogits tk = topk_teacher(t, k, 2.0);
+    EXPECT_EQ(tk.tail, TopKTail::kUniform);
+    EXPECT_EQ(tk.lse_temperature, 2.0);
+    const KdResult r = kd_loss_topk(s, tk, y, 2.0, 0.7);
+    const double want = uniform_tail_reference(s, t, k, y, 2.0, 0.7);
+    EXPECT_NEAR(r.loss, want, 1e-12 * std::max(1.0, want)) << "k " << k;  // double, other order
+    // The gradient against central differences of the reference (h = 1e-5, double).
+    const Tensor fd = numeric_grad(s, [&] { return uniform_tail_reference(s, t, k, y, 2.0, 0.7); });
+    EXPECT_TRUE(all_close(r.grad_student, fd, 1e-6, 1e-9)) << "k " << k;
+    // ... and of the kernel's own loss, without labels.
+    const KdResult r1 = kd_loss_topk(s, tk, 2.0);
+    const Tensor fd1 = numeric_grad(s, [&] { return kd_loss_topk(s, tk, 2.0).loss; });
+    EXPECT_TRUE(all_close(r1.grad_student, fd1, 1e-6, 1e-9)) << "k " << k;
+  }
+}
+
+TEST(KdLossTopKUniform, AllClassesEqualsFullLoss) {
+  const Tensor s = random_f64({5, 12}, 81, -4.f, 4.f);
+  const Tensor t = random_f64({5, 12}, 82, -4.f, 4.f);
+  const Tensor y = labels_of({1, 2, 3, 4, 11});
+  const KdResult full = kd_loss(s, t, y, 3.0, 0.6);
+  const KdResult top = kd_loss_topk(s, topk_teacher(t, 12, 3.0), y, 3.0, 0.6);
+  // Same terms in another order (the stored mass is 1 to rounding), double.
+  EXPECT_NEAR(top.loss, full.loss, 1e-12);
+  EXPECT_TRUE(all_close(top.grad_student, full.grad_student, 1e-12, 1e-15));
+}
+
+TEST(KdLossTopKUniform, EqualTailLogitsGiveTheFullLoss) {
+  // A teacher whose C - k tail logits are all equal: the uniform tail is then its exact
+  // distribution, so the loss equals kd_loss against the full teacher. f64 and f32.
+  const int64_t n = 4, c = 37, k = 5;
+  auto tv = random_f64({n, c}, 91, -1.f, 1.f).to_vector<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < c; ++j) {
+      const bool top = (j * 7 + i) % c < k;  // k scattered classes per row
+      tv[i * c + j] = top ? 3.0 + tv[i * c + j] : -0.5;
+    }
+  }
+  const Tensor s = random_f64({n, c}, 92, -3.f, 3.f);
+  const Tensor t = Tensor::from_vector(tv, {n, c});
+  const Tensor y = labels_of({0, 5, 36, 9});
+  for (double temp : {1.0, 4.0}) {
+    const KdResult full = kd_loss(s, t, y, temp, 0.8);
+    const KdResult top = kd_loss_topk(s, topk_teacher(t, k, temp), y, temp, 0.8);
+    EXPECT_NEAR(top.loss, full.loss, 1e-12 * std::max(1.0, full.loss));  // double, other order
+    EXPECT_TRUE(all_close(top.grad_student, full.grad_student, 1e-10, 1e-15));
+    // The renormalised variant drops the tail: a different loss here.
+    EXPECT_GT(std::abs(kd_loss_topk(s, topk_teacher(t, k), y, temp, 0.8).loss - full.loss), 1e-3);
+    const Tensor s32 = s.to(DType::kF32), t32 = t.to(DType::kF32);
+    const KdResult top32 = kd_loss_topk(s32, topk_teacher(t32, k, temp), y, temp, 0.8);
+    // f32 logits and exponentials (1 ulp), sums in double.
+    EXPECT_NEAR(top32.loss, full.loss, 1e-5 * full.loss);
+    EXPECT_TRUE(all_close(top32.grad_student, full.grad_student, 1e-4, 1e-7));
+  }
+}
+
+TEST(KdLossTopKUniform, ResultDoesNotDependOnThreadCount) {
+  const Tensor s = frugal::testing::random_uniform({300, 257}, 101, -6.f, 6.f);
+  const Tensor t = frugal::testing::random_uniform({300, 257}, 102, -6.f, 6.f);
+  const TopKLogits tk = topk_teacher(t, 20, 2.0);
+  const KdResult a = kd_loss_topk(s, tk, 2.0, threads(1));
+  const KdResult b = kd_loss_topk(s, tk, 2.0, threads(2));
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_TRUE(frugal::testing::all_equal(a.grad_student, b.grad_student));
+}
+
+TEST(KdLossTopKUniform, BadInput) {
+  const Tensor s = random_f64({3, 4}, 111);
+  const Tensor t = random_f64({3, 4}, 112);
+  const auto inv = ErrorCode::kInvalidArgument;
+  const TopKLogits tk = topk_teacher(t, 2, 2.0);
+  // Another temperature than the lse's: a clear error naming both.
+  try {
+    kd_loss_topk(s, tk, 4.0);
+    ADD_FAILURE() << "T mismatch accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), inv);
+    const std::string w = e.what();
+    EXPECT_EQ(w.rfind("[kd_loss_topk]", 0), 0u) << w;
+    EXPECT_NE(w.find("T = 2"), std::string::npos) << w;
+    EXPECT_NE(w.find("T = 4"), std::string::npos) << w;
+  }
+  TopKLogits no_lse = tk;
+  no_lse.lse = Tensor();
+  expect_error([&] { kd_loss_topk(s, no_lse, 2.0); }, inv, "kd_loss_topk");
+  TopKLogits bad = tk;
+  bad.lse = tk.lse.to(DType::kF32);
+  expect_error([&] { kd_loss_topk(s, bad, 2.0); }, inv, "kd_loss_topk");
+  bad.lse = random_f64({2}, 1);
+  expect_error([&] { kd_loss_topk(s, bad, 2.0); }, inv, "kd_loss_topk");
+  bad.lse = random_f64({3, 1}, 1);
+  expect_error([&] { kd_loss_topk(s, bad, 2.0); }, inv, "kd_loss_topk");
+  bad.lse = Tensor::from_vector(std::vector<double>{0.0, std::nan(""), 0.0}, {3});
+  try {
+    kd_loss_topk(s, bad, 2.0);
+    ADD_FAILURE() << "NaN lse accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("[kd_loss_topk] NaN or Inf", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos) << e.what();
+  }
+  expect_error([&] { topk_teacher(t, 2, 0.0); }, inv, "topk_teacher");
+  expect_error([&] { topk_teacher(t, 2, std::nan("")); }, inv, "topk_teacher");
+  expect_error([&] { topk_teacher(t, 5, 1.0); }, inv, "topk_teacher");
+  auto tv = t.to_vector<double>();
+  tv[9] = std::numeric_limits<double>::infinity();  // row 2
+  try {
+    topk_teacher(Tensor::from_vector(tv, {3, 4}), 2, 1.0);
+    ADD_FAILURE() << "Inf logits accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("[topk_teacher] NaN or Inf", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 2"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -159,5 +159,58 @@ TEST(LowrankCuda, FactorizedLayersMatchCpu) {
                                  tc->forward(img), 1e-9, 1e-10));  // f64 rounding, as above
 }
 
+TEST(LowrankCuda, RankRulesAndConvSvdOnDeviceMatchCpu) {
+  FRUGAL_REQUIRE_GPU();
+  // Response energy (centered; mean, gemm_into, qr, svd on the device), global energy and the
+  // channel / spatial / core-energy kernel decompositions: same ranks, same outputs as the host.
+  const Tensor calib = make(ref::gaussian(64, 24, 9), {64, 24}, DType::kF64);
+  const Tensor x = make(ref::gaussian(5, 24, 7), {5, 24}, DType::kF64);
+  for (const lowrank::RankPolicy policy :
+       {lowrank::RankPolicy::energy(0.9), lowrank::RankPolicy::global_energy(0.8)}) {
+    for (nn::EnergySource src : {nn::EnergySource::kWeights, nn::EnergySource::kResponses}) {
+      auto cpu = nn::make_mlp({24, 32, 10}, 3, DType::kF64);
+      auto gpu = nn::make_mlp({24, 32, 10}, 3, DType::kF64);
+      gpu->to(Device::cuda());
+      nn::FactorizeOptions oc, og;
+      oc.energy_source = og.energy_source = src;
+      oc.calibration = calib;
+      og.calibration = calib.to(Device::cuda());
+      const auto rc = nn::factorize_model(*cpu, policy, oc);
+      const auto rg = nn::factorize_model(*gpu, policy, og);
+      ASSERT_EQ(rg.size(), rc.size());
+      for (std::size_t i = 0; i < rc.size(); ++i) {
+        EXPECT_EQ(rg[i].factorized, rc[i].factorized) << i;
+        EXPECT_EQ(rg[i].rank, rc[i].rank) << i;
+      }
+      EXPECT_TRUE(testing::all_close(gpu->forward(x.to(Device::cuda())).to(Device::cpu()),
+                                     cpu->forward(x), 1e-9, 1e-10));  // f64 rounding
+    }
+  }
+  const Tensor w = make(ref::gaussian(8 * 6 * 3 * 3, 1, 11), {8, 6, 3, 3}, DType::kF64);
+  const Tensor wg = w.to(Device::cuda());
+  EXPECT_TRUE(testing::all_close(lowrank::tucker2_core_energy(wg), lowrank::tucker2_core_energy(w),
+                                 1e-10, 1e-12));  // f64, same projections
+  for (int which = 0; which < 2; ++which) {
+    const lowrank::ConvSvdResult c =
+        which == 0 ? lowrank::channel_svd(w, 3) : lowrank::spatial_svd(w, 3);
+    const lowrank::ConvSvdResult g =
+        which == 0 ? lowrank::channel_svd(wg, 3) : lowrank::spatial_svd(wg, 3);
+    EXPECT_EQ(g.first.device(), Device::cuda());
+    EXPECT_NEAR(g.relative_error, c.relative_error, 1e-12);  // same spectrum, f64
+  }
+  nn::Conv2d conv_c(6, 8, nn::Size2{3, 3}, nn::Conv2dOptions{.padding = 1}, 5, DType::kF64);
+  nn::Conv2d conv_g(6, 8, nn::Size2{3, 3}, nn::Conv2dOptions{.padding = 1}, 5, DType::kF64);
+  conv_g.to(Device::cuda());
+  const Tensor img = make(ref::gaussian(2 * 6 * 5 * 5, 1, 8), {2, 6, 5, 5}, DType::kF64);
+  auto sc = nn::factorize_conv_spatial(conv_c, 4);
+  auto sg = nn::factorize_conv_spatial(conv_g, 4);
+  EXPECT_TRUE(testing::all_close(sg->forward(img.to(Device::cuda())).to(Device::cpu()),
+                                 sc->forward(img), 1e-9, 1e-10));  // f64 rounding
+  auto rc = nn::factorize_conv_response(conv_c, img, 4);
+  auto rg = nn::factorize_conv_response(conv_g, img.to(Device::cuda()), 4);
+  EXPECT_TRUE(testing::all_close(rg->forward(img.to(Device::cuda())).to(Device::cpu()),
+                                 rc->forward(img), 1e-8, 1e-9));  // f64; subspace, not vectors
+}
+
 }  // namespace
 }  // namespace frugal

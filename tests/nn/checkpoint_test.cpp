@@ -19,9 +19,12 @@
 #include "frugal/nn/loss.hpp"
 #include "frugal/nn/optim.hpp"
 #include "frugal/nn/schedule.hpp"
+#include "support/check.hpp"
 
 namespace frugal::nn {
 namespace {
+
+using frugal::testing::expect_error;
 
 namespace fs = std::filesystem;
 
@@ -165,18 +168,6 @@ TEST_F(Checkpoint, FileLayout) {
             m->parameters()[0]->value.to_vector<float>());
 }
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::string& contains) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error, expected " << contains;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind("[load_checkpoint]", 0), 0u) << e.what();
-    EXPECT_NE(std::string(e.what()).find(contains), std::string::npos) << e.what();
-  }
-}
-
 TEST_F(Checkpoint, FailedLoadsChangeNothing) {
   auto src = make_model(1);
   AdamW src_opt(src->named_parameters(), {});
@@ -197,47 +188,49 @@ TEST_F(Checkpoint, FailedLoadsChangeNothing) {
   const auto original = before();
 
   const std::string missing = path("missing.safetensors");
-  expect_error([&] { load_checkpoint(missing, *target, &opt); }, ErrorCode::kIoError, missing);
+  expect_error([&] { load_checkpoint(missing, *target, &opt); }, ErrorCode::kIoError,
+               "load_checkpoint", missing);
 
   const std::string garbage = path("garbage.safetensors");
   std::ofstream(garbage, std::ios::binary) << "this is not a safetensors file at all";
-  expect_error([&] { load_checkpoint(garbage, *target, &opt); }, ErrorCode::kIoError, garbage);
+  expect_error([&] { load_checkpoint(garbage, *target, &opt); }, ErrorCode::kIoError,
+               "load_checkpoint", garbage);
 
   // Wrong optimizer type: the model is not touched either.
   SGD sgd(target->named_parameters(), {.lr = 0.1});
   expect_error([&] { load_checkpoint(path("ok.safetensors"), *target, &sgd); },
-               ErrorCode::kInvalidArgument, "AdamW");
+               ErrorCode::kInvalidArgument, "load_checkpoint", "AdamW");
 
   // A model whose hidden width differs.
   auto wide = make_model(1, 17);
   save_checkpoint(path("wide.safetensors"), *wide, nullptr, {});
   expect_error([&] { load_checkpoint(path("wide.safetensors"), *target, nullptr); },
-               ErrorCode::kInvalidArgument, "shape");
+               ErrorCode::kInvalidArgument, "load_checkpoint", "shape");
 
   // A model with an extra layer: unexpected tensors.
   auto bigger = make_model(1);
   bigger->add(std::make_shared<Linear>(3, 3));
   save_checkpoint(path("bigger.safetensors"), *bigger, nullptr, {});
   expect_error([&] { load_checkpoint(path("bigger.safetensors"), *target, nullptr); },
-               ErrorCode::kInvalidArgument, "model.4.");
+               ErrorCode::kInvalidArgument, "load_checkpoint", "model.4.");
 
   // No optimizer state in the file but an optimizer given.
   save_checkpoint(path("noopt.safetensors"), *src, nullptr, {});
   expect_error([&] { load_checkpoint(path("noopt.safetensors"), *target, &opt); },
-               ErrorCode::kInvalidArgument, "no optimizer state");
+               ErrorCode::kInvalidArgument, "load_checkpoint", "no optimizer state");
 
   // A corrupt optimizer slot (wrong shape) after valid model tensors.
   SafetensorsFile f = load_safetensors(path("ok.safetensors"));
   f.tensors["optim.0.weight.exp_avg"] = Tensor::zeros({2, 2});
   save_safetensors(path("badslot.safetensors"), f);
   expect_error([&] { load_checkpoint(path("badslot.safetensors"), *target, &opt); },
-               ErrorCode::kInvalidArgument, "exp_avg");
+               ErrorCode::kInvalidArgument, "load_checkpoint", "exp_avg");
   // A bad metadata value.
   f = load_safetensors(path("ok.safetensors"));
   f.metadata["train.step"] = "seven";
   save_safetensors(path("badmeta.safetensors"), f);
   expect_error([&] { load_checkpoint(path("badmeta.safetensors"), *target, &opt); },
-               ErrorCode::kIoError, "train.step");
+               ErrorCode::kIoError, "load_checkpoint", "train.step");
 
   EXPECT_EQ(before(), original);
   EXPECT_EQ(opt.step_count(), 0);

@@ -17,6 +17,7 @@
 #include "frugal/nn/optim.hpp"
 #include "frugal/nn/train.hpp"
 #include "frugal/nn/zero.hpp"
+#include "frugal/parallel/simulated_link.hpp"
 #include "frugal/parallel/thread_comm.hpp"
 #include "parallel/dp_support.hpp"
 #include "support/check.hpp"
@@ -63,10 +64,13 @@ std::vector<std::vector<double>> train_single(DType t) {
   return params_of(*m);
 }
 
-std::vector<std::vector<std::vector<double>>> train_parallel(int k, DType t,
-                                                             const DataParallelOptions& o) {
+std::vector<std::vector<std::vector<double>>> train_parallel(
+    int k, DType t, const DataParallelOptions& o, const parallel::LinkModel* link = nullptr) {
   std::vector<std::vector<std::vector<double>>> result(k);
-  parallel::run_workers(k, [&](parallel::Communicator& comm) {
+  parallel::run_workers(k, [&](parallel::Communicator& plain) {
+    std::unique_ptr<parallel::SimulatedLinkComm> linked;
+    if (link) linked = std::make_unique<parallel::SimulatedLinkComm>(plain, *link);
+    parallel::Communicator& comm = linked ? *linked : plain;
     // A different seed per rank: the constructor's broadcast must make rank 0's replica win.
     auto m = make_mlp(comm.rank() == 0 ? 7 : 50 + comm.rank(), t);
     DataParallel dp(*m, comm, o);
@@ -95,6 +99,21 @@ void expect_close(const std::vector<std::vector<double>>& a,
     ASSERT_EQ(a[p].size(), b[p].size());
     for (size_t i = 0; i < a[p].size(); ++i)
       ASSERT_NEAR(a[p][i], b[p][i], tol) << "parameter " << p << " element " << i;
+  }
+}
+
+TEST(DataParallel, OverASimulatedLinkEqualsOverThreadCommBitForBit) {
+  // The link only delays completion: the same gradients, the same parameters, to the bit.
+  const parallel::LinkModel link{1e8, 20e-6};
+  for (int k : {2, 3}) {
+    for (bool overlap : {true, false}) {
+      DataParallelOptions o;
+      o.bucket_bytes = 600;
+      o.overlap = overlap;
+      const auto plain = train_parallel(k, DType::kF32, o);
+      const auto linked = train_parallel(k, DType::kF32, o, &link);
+      for (int r = 0; r < k; ++r) EXPECT_EQ(linked[r], plain[r]) << "K=" << k << " rank " << r;
+    }
   }
 }
 

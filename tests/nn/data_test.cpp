@@ -17,25 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "support/check.hpp"
+
 namespace frugal::nn {
 namespace {
 
-namespace fs = std::filesystem;
+using frugal::testing::expect_error;
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::string& prefix,
-                  const std::string& contains = "") {
-  try {
-    fn();
-    ADD_FAILURE() << "no error, expected " << prefix;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind(prefix, 0), 0u) << e.what();
-    if (!contains.empty()) {
-      EXPECT_NE(std::string(e.what()).find(contains), std::string::npos) << e.what();
-    }
-  }
-}
+namespace fs = std::filesystem;
 
 /// Inputs (n, 2) with row i = (i, -i) and targets (n) = i, so a batch shows which rows it holds.
 std::shared_ptr<TensorDataset> counting_dataset(int64_t n) {
@@ -291,26 +280,26 @@ TEST_F(LoadDigitsFile, ReadsGzipAndPlainCsv) {
 
 TEST_F(LoadDigitsFile, RejectsMissingAndCorruptFiles) {
   const std::string missing = (dir_ / "nope.csv.gz").string();
-  expect_error([&] { load_digits(missing); }, ErrorCode::kIoError, "[load_digits]", missing);
+  expect_error([&] { load_digits(missing); }, ErrorCode::kIoError, "load_digits", missing);
   std::string short_row = "1,2,3\n";
   const std::string a = write_gz("short.csv.gz", digits_row(1) + short_row);
-  expect_error([&] { load_digits(a); }, ErrorCode::kIoError, "[load_digits]", "line 2");
+  expect_error([&] { load_digits(a); }, ErrorCode::kIoError, "load_digits", "line 2");
   const std::string b = write_gz("text.csv.gz", digits_row(1) + "x," + digits_row(1));
-  expect_error([&] { load_digits(b); }, ErrorCode::kIoError, "[load_digits]", "not an integer");
+  expect_error([&] { load_digits(b); }, ErrorCode::kIoError, "load_digits", "not an integer");
   const std::string c = write_gz("range.csv.gz", digits_row(1, 17));
-  expect_error([&] { load_digits(c); }, ErrorCode::kIoError, "[load_digits]", "out of range");
+  expect_error([&] { load_digits(c); }, ErrorCode::kIoError, "load_digits", "out of range");
   const std::string d = write_gz("label.csv.gz", digits_row(10));
-  expect_error([&] { load_digits(d); }, ErrorCode::kIoError, "[load_digits]", "out of range");
+  expect_error([&] { load_digits(d); }, ErrorCode::kIoError, "load_digits", "out of range");
   const std::string e = write_gz("empty.csv.gz", "");
-  expect_error([&] { load_digits(e); }, ErrorCode::kIoError, "[load_digits]", "no rows");
+  expect_error([&] { load_digits(e); }, ErrorCode::kIoError, "load_digits", "no rows");
   const std::string f = write_gz("long.csv.gz", "0," + digits_row(1));
-  expect_error([&] { load_digits(f); }, ErrorCode::kIoError, "[load_digits]");
+  expect_error([&] { load_digits(f); }, ErrorCode::kIoError, "load_digits");
   // A gzip stream cut in half.
   std::string whole;
   for (int i = 0; i < 200; ++i) whole += digits_row(i % 10, i % 17);
   const std::string g = write_gz("cut.csv.gz", whole);
   fs::resize_file(g, fs::file_size(g) / 2);
-  expect_error([&] { load_digits(g); }, ErrorCode::kIoError, "[load_digits]", g);
+  expect_error([&] { load_digits(g); }, ErrorCode::kIoError, "load_digits", g);
 }
 
 // ---- text
@@ -338,9 +327,9 @@ TEST(CharCorpus, VocabularyEncodingAndSplit) {
   EXPECT_EQ(c.tokens(CorpusSplit::kTrain).numel(), 20);
   EXPECT_EQ(c.tokens(CorpusSplit::kVal).numel(), 5);
   EXPECT_EQ(c.decode(c.tokens(CorpusSplit::kVal).to_vector<int64_t>()), "rugal");
-  expect_error([&] { c.encode("hellz"); }, ErrorCode::kInvalidArgument, "[CharCorpus::encode]");
+  expect_error([&] { c.encode("hellz"); }, ErrorCode::kInvalidArgument, "CharCorpus::encode");
   expect_error([&] { c.decode(std::vector<int64_t>{13}); }, ErrorCode::kInvalidArgument,
-               "[CharCorpus::decode]");
+               "CharCorpus::decode");
 }
 
 TEST(CharCorpus, SampledWindowsAreShiftedSubstrings) {
@@ -365,9 +354,9 @@ TEST(CharCorpus, SampledWindowsAreShiftedSubstrings) {
   EXPECT_EQ(c.sample(CorpusSplit::kTrain, 4, 16, 9, 0).input.to_vector<int64_t>(), in);
   EXPECT_NE(c.sample(CorpusSplit::kTrain, 4, 16, 9, 1).input.to_vector<int64_t>(), in);
   expect_error([&] { c.sample(CorpusSplit::kVal, 1, c.tokens(CorpusSplit::kVal).numel(), 0, 0); },
-               ErrorCode::kInvalidArgument, "[CharCorpus::sample]");
+               ErrorCode::kInvalidArgument, "CharCorpus::sample");
   expect_error([&] { c.sample(CorpusSplit::kTrain, 0, 4, 0, 0); }, ErrorCode::kInvalidArgument,
-               "[CharCorpus::sample]");
+               "CharCorpus::sample");
 }
 
 TEST(CharCorpus, DefaultTextIsLargeEnglish) {
@@ -390,12 +379,11 @@ TEST_F(CharCorpusFile, ReadsFilesAndRejectsBadOnes) {
   EXPECT_EQ(c.text(), "abcabcabcabcabc");
   EXPECT_NEAR(c.unigram_entropy(), std::log(3.0), 1e-15);
   const std::string missing = (dir_ / "missing.txt").string();
-  expect_error([&] { CharCorpus::from_file(missing); }, ErrorCode::kIoError, "[CharCorpus]",
-               missing);
+  expect_error([&] { CharCorpus::from_file(missing); }, ErrorCode::kIoError, "CharCorpus", missing);
   const std::string tiny = write_plain("tiny.txt", "ab");
-  expect_error([&] { CharCorpus::from_file(tiny); }, ErrorCode::kInvalidArgument, "[CharCorpus]");
+  expect_error([&] { CharCorpus::from_file(tiny); }, ErrorCode::kInvalidArgument, "CharCorpus");
   expect_error([&] { CharCorpus::from_string("abcdefgh", 0.0); }, ErrorCode::kInvalidArgument,
-               "[CharCorpus]");
+               "CharCorpus");
 }
 
 // ---- synthetic
@@ -429,9 +417,9 @@ TEST(MakeClassification, BlobsAroundTheirCentres) {
   EXPECT_EQ(make_classification(n, f, k, 11, 5.0).inputs.to_vector<float>(), x);
   EXPECT_NE(make_classification(n, f, k, 12, 5.0).inputs.to_vector<float>(), x);
   expect_error([] { make_classification(0, 2, 2, 0); }, ErrorCode::kInvalidArgument,
-               "[make_classification]");
+               "make_classification");
   expect_error([] { make_classification(4, 2, 2, 0, -1.0); }, ErrorCode::kInvalidArgument,
-               "[make_classification]");
+               "make_classification");
 }
 
 TEST(RandomTokens, UniformInRange) {
@@ -446,7 +434,7 @@ TEST(RandomTokens, UniformInRange) {
   // 6000 draws: each count ~ Binomial(6000, 1/6), sd ~ 29; 6 sd bounds.
   for (int c : counts) EXPECT_NEAR(c, 1000, 175);
   EXPECT_EQ(random_tokens({100, 60}, 6, 3).to_vector<int64_t>(), t.to_vector<int64_t>());
-  expect_error([] { random_tokens({2}, 0, 0); }, ErrorCode::kInvalidArgument, "[random_tokens]");
+  expect_error([] { random_tokens({2}, 0, 0); }, ErrorCode::kInvalidArgument, "random_tokens");
 }
 
 // ---- bad input
@@ -455,25 +443,25 @@ TEST(RandomTokens, UniformInRange) {
 TEST(DataLoader, RejectsBadOptions) {
   auto ds = counting_dataset(4);
   const ErrorCode inv = ErrorCode::kInvalidArgument;
-  expect_error([&] { DataLoader(ds, {.batch_size = 0}); }, inv, "[DataLoader]");
-  expect_error([&] { DataLoader(ds, {.batch_size = -2}); }, inv, "[DataLoader]");
-  expect_error([&] { DataLoader(ds, {.rank = 2, .world_size = 2}); }, inv, "[DataLoader]");
-  expect_error([&] { DataLoader(ds, {.rank = -1, .world_size = 2}); }, inv, "[DataLoader]");
-  expect_error([&] { DataLoader(ds, {.world_size = 0}); }, inv, "[DataLoader]");
-  expect_error([&] { DataLoader(nullptr, {}); }, inv, "[DataLoader]");
+  expect_error([&] { DataLoader(ds, {.batch_size = 0}); }, inv, "DataLoader");
+  expect_error([&] { DataLoader(ds, {.batch_size = -2}); }, inv, "DataLoader");
+  expect_error([&] { DataLoader(ds, {.rank = 2, .world_size = 2}); }, inv, "DataLoader");
+  expect_error([&] { DataLoader(ds, {.rank = -1, .world_size = 2}); }, inv, "DataLoader");
+  expect_error([&] { DataLoader(ds, {.world_size = 0}); }, inv, "DataLoader");
+  expect_error([&] { DataLoader(nullptr, {}); }, inv, "DataLoader");
   DataLoader dl(ds, {.batch_size = 3});
-  expect_error([&] { dl.batch(2); }, inv, "[DataLoader::batch]");
-  expect_error([&] { dl.set_epoch(-1); }, inv, "[DataLoader::set_epoch]");
+  expect_error([&] { dl.batch(2); }, inv, "DataLoader::batch");
+  expect_error([&] { dl.set_epoch(-1); }, inv, "DataLoader::set_epoch");
   expect_error(
       [] {
         TensorDataset(Tensor::zeros({3, 2}), Tensor::zeros({4}));
       },
-      inv, "[TensorDataset]");
-  expect_error([] { TensorDataset(Tensor::zeros({}), Tensor::zeros({})); }, inv, "[TensorDataset]");
-  expect_error([] { train_test_split(10, 0.0, 0); }, inv, "[train_test_split]");
-  expect_error([] { train_test_split(10, 1.0, 0); }, inv, "[train_test_split]");
-  expect_error([] { train_test_split(0, 0.5, 0); }, inv, "[train_test_split]");
-  expect_error([] { take_rows(Tensor::zeros({3}), std::vector<int64_t>{3}); }, inv, "[take_rows]");
+      inv, "TensorDataset");
+  expect_error([] { TensorDataset(Tensor::zeros({}), Tensor::zeros({})); }, inv, "TensorDataset");
+  expect_error([] { train_test_split(10, 0.0, 0); }, inv, "train_test_split");
+  expect_error([] { train_test_split(10, 1.0, 0); }, inv, "train_test_split");
+  expect_error([] { train_test_split(0, 0.5, 0); }, inv, "train_test_split");
+  expect_error([] { take_rows(Tensor::zeros({3}), std::vector<int64_t>{3}); }, inv, "take_rows");
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "frugal/core.hpp"
@@ -293,7 +294,7 @@ TEST(TeacherCache, BuiltInBf16HoldsTheBf16TeachersLogits) {
   EXPECT_FALSE(testing::same_bits(bf16.logits(all), f32.logits(all)));
   co.teacher_precision = DType::kI64;
   testing::expect_error([&] { TeacherCache::build(*teacher, *data, (dir / "bad").string(), co); },
-               ErrorCode::kInvalidArgument, "TeacherCache::build");
+                        ErrorCode::kInvalidArgument, "TeacherCache::build");
   std::filesystem::remove_all(dir);
 }
 
@@ -548,6 +549,175 @@ TEST(DistilledStudent, BadInput) {
   const Tensor z = wrong.forward(Tensor::zeros({2, 4}));
   testing::expect_error([&] { wrong.backward(z); }, ErrorCode::kInvalidArgument,
                         "DistilledStudent");
+}
+
+TEST(TeacherCache, UniformTailStoresTheLseAndIsTiedToItsTemperature) {
+  const Split s = blobs();
+  auto teacher = mlp(16, 32, 8, 310);
+  train_ce(*teacher, s.train, 2, 3e-3, 5);
+  const auto dir = std::filesystem::temp_directory_path() / "frugal_distiller_uniform_cache_test";
+  std::filesystem::remove_all(dir);
+  auto data = std::make_shared<TensorDataset>(s.train.inputs, s.train.labels);
+  TeacherCacheOptions co;
+  co.batch_size = 50;
+  co.shard_size = 300;
+  co.top_k = 3;
+  co.tail = distill::TopKTail::kUniform;
+  co.temperature = 2.0;
+  TeacherCache::build(*teacher, *data, dir.string(), co);
+  const auto cache = std::make_shared<TeacherCache>(TeacherCache::open(dir.string()));
+  EXPECT_EQ(cache->tail(), distill::TopKTail::kUniform);
+  EXPECT_EQ(cache->temperature(), 2.0);
+  // Rows 0..49 (the first build batch): the live teacher's top-k and lse, bit for bit (f32).
+  std::vector<int64_t> idx(50);
+  for (int64_t i = 0; i < 50; ++i) idx[static_cast<std::size_t>(i)] = i;
+  const distill::TopKLogits got = cache->topk(idx);
+  const distill::TopKLogits want =
+      distill::topk_teacher(teacher_forward(*teacher, s.train.inputs.slice(0, 0, 50)), 3, 2.0);
+  EXPECT_EQ(got.tail, distill::TopKTail::kUniform);
+  EXPECT_EQ(got.lse_temperature, 2.0);
+  EXPECT_TRUE(frugal::testing::all_equal(got.values, want.values));
+  EXPECT_TRUE(frugal::testing::all_equal(got.indices, want.indices));
+  EXPECT_TRUE(frugal::testing::all_equal(got.lse, want.lse));
+  // A Distiller at the cache's T trains from it; at another T the step refuses with both T.
+  DataLoaderOptions lo;
+  lo.batch_size = 50;
+  DataLoader loader(data, lo);
+  for (double temp : {2.0, 4.0}) {
+    auto student = mlp(16, 8, 8, 410);
+    SGD opt(student->named_parameters(), SgdOptions{});
+    DistillerOptions d;
+    d.temperature = temp;
+    Distiller dist(student, nullptr, opt, d);
+    dist.set_cache(cache);
+    if (temp == 2.0) {
+      const DistillStepResult r = dist.step(loader.batch(0));
+      EXPECT_TRUE(std::isfinite(r.loss) && r.loss > 0.0);
+    } else {
+      try {
+        dist.step(loader.batch(0));
+        ADD_FAILURE() << "a uniform-tail cache used at another T";
+      } catch (const Error& e) {
+        const std::string w = e.what();
+        EXPECT_EQ(w.rfind("[Distiller::step]", 0), 0u) << w;
+        EXPECT_NE(w.find("T = 2"), std::string::npos) << w;
+        EXPECT_NE(w.find("T = 4"), std::string::npos) << w;
+      }
+    }
+  }
+  co.temperature = 0.0;  // uniform without a temperature
+  EXPECT_THROW(TeacherCache::build(*teacher, *data, dir.string(), co), Error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TeacherEnsemble, ForwardIsTheMeanOfTheMembers) {
+  auto a = mlp(4, 6, 3, 501);
+  auto b = mlp(4, 6, 3, 502);
+  auto c = mlp(4, 6, 3, 503);
+  TeacherEnsemble ens({a, b, c});
+  EXPECT_EQ(ens.size(), 3u);
+  const Tensor x = frugal::testing::random_uniform({5, 4}, 504);
+  const auto ya = a->forward(x).to_vector<float>(), yb = b->forward(x).to_vector<float>(),
+             yc = c->forward(x).to_vector<float>();
+  std::vector<double> want(ya.size());
+  for (std::size_t i = 0; i < ya.size(); ++i) {
+    want[i] = (static_cast<double>(ya[i]) + yb[i] + yc[i]) / 3.0;
+  }
+  // f32 sums of three and a scale: a few ulps.
+  EXPECT_TRUE(frugal::testing::all_close(ens.forward(x).to_vector<double>(), want, 1e-6, 1e-7));
+  ens.eval();
+  EXPECT_FALSE(a->is_training());  // members are children: modes propagate
+  EXPECT_EQ(ens.named_parameters().size(), 12u);
+  frugal::testing::expect_error(
+      [&] {
+        ens.backward(Tensor::zeros({5, 3}));
+      },
+      ErrorCode::kUnsupported, "TeacherEnsemble");
+  frugal::testing::expect_error([&] { TeacherEnsemble({}); }, ErrorCode::kInvalidArgument,
+                                "TeacherEnsemble");
+  frugal::testing::expect_error(
+      [&] {
+        TeacherEnsemble({a, nullptr});
+      },
+      ErrorCode::kInvalidArgument, "TeacherEnsemble");
+  TeacherEnsemble mixed({a, mlp(4, 6, 5, 505)});
+  frugal::testing::expect_error([&] { mixed.forward(x); }, ErrorCode::kInvalidArgument,
+                                "TeacherEnsemble");
+}
+
+/// Returns its input (and the gradient unchanged): what RandomShift feeds the model.
+class Probe : public Module {
+ public:
+  Tensor forward(const Tensor& input) override { return input; }
+  Tensor backward(const Tensor& grad_output) override { return grad_output; }
+  std::string type_name() const override { return "Probe"; }
+};
+
+TEST(RandomShift, MovesEachExampleByAtMostMaxShiftWithZeroFill) {
+  const int64_t n = 40, h = 5, w = 6;
+  const Tensor x = frugal::testing::random_uniform({n, 2, h, w}, 601, 1.f, 2.f);  // no zeros
+  RandomShift a(std::make_shared<Probe>(), 1, 7);
+  RandomShift b(std::make_shared<Probe>(), 1, 7);
+  const Tensor ya = a.forward(x);
+  EXPECT_TRUE(frugal::testing::all_equal(ya, b.forward(x)));  // same seed, same shifts
+  EXPECT_EQ(a.drawn(), static_cast<uint64_t>(n));
+  EXPECT_FALSE(frugal::testing::all_equal(a.forward(x), ya));  // fresh draws on the next call
+  const auto xv = x.to_vector<float>(), yv = ya.to_vector<float>();
+  std::set<int> seen;
+  for (int64_t j = 0; j < n; ++j) {
+    int found = -1;
+    for (int dy = -1; dy <= 1 && found < 0; ++dy) {
+      for (int dx = -1; dx <= 1 && found < 0; ++dx) {
+        bool ok = true;
+        for (int64_t p = 0; p < 2 && ok; ++p) {
+          for (int64_t y = 0; y < h && ok; ++y) {
+            for (int64_t xx = 0; xx < w && ok; ++xx) {
+              const int64_t sy = y - dy, sx = xx - dx;
+              const float want = sy >= 0 && sy < h && sx >= 0 && sx < w
+                                     ? xv[((j * 2 + p) * h + sy) * w + sx]
+                                     : 0.f;
+              ok = yv[((j * 2 + p) * h + y) * w + xx] == want;
+            }
+          }
+        }
+        if (ok) found = (dy + 1) * 3 + (dx + 1);
+      }
+    }
+    ASSERT_GE(found, 0) << "example " << j << " is not a shift of its input";
+    seen.insert(found);
+  }
+  EXPECT_GE(seen.size(), 5u);  // 40 draws over 9 shifts: most of them appear
+  // backward is the adjoint of the shift: <S x, g> = <x, S^T g>.
+  const Tensor g = frugal::testing::random_uniform({n, 2, h, w}, 602);
+  RandomShift c(std::make_shared<Probe>(), 2, 8);
+  const Tensor sx = c.forward(x);
+  const Tensor stg = c.backward(g);
+  double lhs = 0.0, rhs = 0.0;
+  const auto sxv = sx.to_vector<double>(), gv = g.to_vector<double>(),
+             stgv = stg.to_vector<double>(), x64 = x.to_vector<double>();
+  for (std::size_t i = 0; i < gv.size(); ++i) {
+    lhs += sxv[i] * gv[i];
+    rhs += x64[i] * stgv[i];
+  }
+  EXPECT_NEAR(lhs, rhs, 1e-9 * std::abs(lhs));  // the same products in another order
+  // Eval mode: the model alone.
+  c.eval();
+  EXPECT_TRUE(frugal::testing::all_equal(c.forward(x), x));
+  frugal::testing::expect_error([] { RandomShift(nullptr, 1); }, ErrorCode::kInvalidArgument,
+                                "RandomShift");
+  frugal::testing::expect_error([] { RandomShift(std::make_shared<Probe>(), -1); },
+                                ErrorCode::kInvalidArgument, "RandomShift");
+  RandomShift d(std::make_shared<Probe>(), 1);
+  frugal::testing::expect_error(
+      [&] {
+        d.forward(Tensor::zeros({3, 4}));
+      },
+      ErrorCode::kInvalidArgument, "RandomShift");
+  frugal::testing::expect_error(
+      [&] {
+        d.forward(Tensor::zeros({3, 4, 4}, DType::kI32));
+      },
+      ErrorCode::kInvalidArgument, "RandomShift");
 }
 
 }  // namespace

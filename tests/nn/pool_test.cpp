@@ -7,13 +7,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "frugal/ref/nn_pool.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal {
@@ -22,7 +25,10 @@ namespace {
 using nn::Pool2dParams;
 using testing::all_close;
 using testing::all_equal;
+using testing::expect_error;
 using testing::random_uniform;
+
+constexpr ErrorCode kInvalid = ErrorCode::kInvalidArgument;
 
 struct PoolCase {
   Shape x;
@@ -92,6 +98,68 @@ TEST(Pool2d, MaxTiesTakeFirstIndexAndNanPropagates) {
   const auto rn = nn::max_pool2d(neg, {2, 1, 1});
   for (float f : rn.output.to_vector<float>()) EXPECT_EQ(f, -3.f);
   EXPECT_EQ(rn.indices.to_vector<int64_t>()[0], 0);
+}
+
+/// Bits of element i of a host tensor of float type T.
+template <class T>
+auto bits_at(const Tensor& t, int64_t i) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  U u;
+  std::memcpy(&u, t.data<T>() + i, sizeof(T));
+  return u;
+}
+
+template <class T>
+void check_max_bits(DType dt) {
+  // Wide planes (16+ output columns: full vectors and remainders of the vectorised row loop),
+  // strides 1, 2 and 3 (the compile-time and the run-time stride paths), padding on both sides.
+  const std::vector<PoolCase> cases = {
+      {Shape{2, 3, 9, 70}, {3, 1, 1}},
+      {Shape{2, 2, 8, 64}, {2, 2, 0}},
+      {Shape{1, 3, 11, 53}, {3, 2, 1}},
+      {Shape{2, 2, 7, 50}, {{2, 4}, {1, 3}, {1, 2}}},
+      {Shape{1, 2, 6, 37}, {{3, 5}, {2, 2}, {1, 2}}},
+      {Shape{3, 1, 5, 5}, {5, 1, 0}},
+  };
+  std::mt19937 rng(17);
+  for (const PoolCase& c : cases) {
+    SCOPED_TRACE(describe(c));
+    // Values from {-2, -1, -0, +0, 1, 2} (many ties, signed zeros) and a few NaNs of distinct
+    // payloads, so the first-index and first-NaN rules decide most windows.
+    Tensor x = Tensor::empty(c.x, dt);
+    T* p = x.data<T>();
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const int r = static_cast<int>(rng() % 64);
+      if (r == 0) {
+        p[i] = std::numeric_limits<T>::quiet_NaN();
+        auto u = bits_at<T>(x, i) | static_cast<decltype(bits_at<T>(x, i))>(i % 251);
+        std::memcpy(p + i, &u, sizeof(T));
+      } else {
+        const T vals[6] = {T(-2), T(-1), T(-0.0), T(0), T(1), T(2)};
+        p[i] = vals[r % 6];
+      }
+    }
+    const auto mx = nn::max_pool2d(x, c.p);
+    const auto mr = ref::max_pool2d(x, c.p);
+    ASSERT_EQ(mx.indices.to_vector<int64_t>(), mr.indices.to_vector<int64_t>());
+    // Every output is the input element at its index, bit for bit (NaN payload, sign of zero).
+    const auto idx = mx.indices.to_vector<int64_t>();
+    const int64_t plane_out = mx.output.shape()[2] * mx.output.shape()[3];
+    const int64_t plane_in = c.x[2] * c.x[3];
+    for (int64_t k = 0; k < mx.output.numel(); ++k) {
+      const int64_t src = (k / plane_out) * plane_in + idx[static_cast<std::size_t>(k)];
+      ASSERT_EQ(bits_at<T>(mx.output, k), bits_at<T>(x, src)) << "output " << k;
+    }
+    // Thread count changes nothing.
+    const auto m1 = nn::max_pool2d(x, c.p, testing::threads(1));
+    EXPECT_TRUE(testing::same_bits(m1.output, mx.output));
+    EXPECT_TRUE(testing::same_bits(m1.indices, mx.indices));
+  }
+}
+
+TEST(Pool2d, MaxMatchesReferenceBitsOnTiesSignedZerosAndNans) {
+  check_max_bits<float>(DType::kF32);
+  check_max_bits<double>(DType::kF64);
 }
 
 /// x with distinct values spaced 0.01 apart (shuffled), so max pooling is differentiable with
@@ -187,57 +255,50 @@ TEST(Pool2d, ThreadCountDoesNotChangeResults) {
   for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(all_equal(a[i], b[i])) << i;
 }
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& prefix) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error, expected one starting with " << prefix;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind(prefix, 0), 0u) << e.what();
-  }
-}
-
 TEST(Pool2d, BadInput) {
   const Tensor x = Tensor::zeros(Shape{2, 3, 6, 6});
-  expect_error([&] { nn::max_pool2d(Tensor::zeros(Shape{3, 6, 6}), {2}); }, "[max_pool2d]");
-  expect_error([&] { nn::max_pool2d(x.to(DType::kI32), {2}); }, "[max_pool2d]");
-  expect_error([&] { nn::max_pool2d(x.to(DType::kBF16), {2}); }, "[max_pool2d]");
-  expect_error([&] { nn::max_pool2d(x, {2, 1, 2}); }, "[max_pool2d]");  // pad > kernel / 2
-  expect_error([&] { nn::max_pool2d(x, {7}); }, "[max_pool2d]");        // kernel > input
-  expect_error([&] { nn::max_pool2d(x, {0}); }, "[max_pool2d]");
-  expect_error([&] { nn::max_pool2d(x, {2, -1}); }, "[max_pool2d]");
-  expect_error([&] { nn::max_pool2d(Tensor::zeros(Shape{2, 0, 6, 6}), {2}); }, "[max_pool2d]");
-  expect_error([&] { nn::avg_pool2d(x, {3, 1, 2}); }, "[avg_pool2d]");
+  expect_error([&] { nn::max_pool2d(Tensor::zeros(Shape{3, 6, 6}), {2}); }, kInvalid, "max_pool2d");
+  expect_error([&] { nn::max_pool2d(x.to(DType::kI32), {2}); }, kInvalid, "max_pool2d");
+  expect_error([&] { nn::max_pool2d(x.to(DType::kBF16), {2}); }, kInvalid, "max_pool2d");
+  expect_error([&] { nn::max_pool2d(x, {2, 1, 2}); }, kInvalid, "max_pool2d");  // pad > kernel / 2
+  expect_error([&] { nn::max_pool2d(x, {7}); }, kInvalid, "max_pool2d");        // kernel > input
+  expect_error([&] { nn::max_pool2d(x, {0}); }, kInvalid, "max_pool2d");
+  expect_error([&] { nn::max_pool2d(x, {2, -1}); }, kInvalid, "max_pool2d");
+  expect_error(
+      [&] {
+        nn::max_pool2d(Tensor::zeros(Shape{2, 0, 6, 6}), {2});
+      },
+      kInvalid, "max_pool2d");
+  expect_error([&] { nn::avg_pool2d(x, {3, 1, 2}); }, kInvalid, "avg_pool2d");
   const auto m = nn::max_pool2d(x, {2});
-  expect_error([&] { nn::max_pool2d_backward(m.output, m.output, x.shape(), {2}); },
-               "[max_pool2d_backward]");  // f32 indices
+  expect_error([&] { nn::max_pool2d_backward(m.output, m.output, x.shape(), {2}); }, kInvalid,
+               "max_pool2d_backward");  // f32 indices
   expect_error(
       [&] {
         nn::max_pool2d_backward(Tensor::zeros(Shape{2, 3, 2, 3}), m.indices, x.shape(), {2});
       },
-      "[max_pool2d_backward]");
+      kInvalid, "max_pool2d_backward");
   expect_error(
       [&] {
         nn::avg_pool2d_backward(Tensor::zeros(Shape{2, 3, 3, 2}), x.shape(), {2});
       },
-      "[avg_pool2d_backward]");
+      kInvalid, "avg_pool2d_backward");
   expect_error(
       [&] {
         nn::global_avg_pool2d(Tensor::zeros(Shape{2, 3, 6}));
       },
-      "[global_avg_pool2d]");
+      kInvalid, "global_avg_pool2d");
   expect_error(
       [&] {
         nn::global_avg_pool2d_backward(Tensor::zeros(Shape{2, 4}), x.shape());
       },
-      "[global_avg_pool2d_backward]");
+      kInvalid, "global_avg_pool2d_backward");
   nn::MaxPool2d mp(2);
-  expect_error([&] { mp.backward(m.output); }, "[MaxPool2d]");
-  expect_error([] { nn::MaxPool2d(0); }, "[MaxPool2d]");
-  expect_error([] { nn::AvgPool2d(2, -1); }, "[AvgPool2d]");
+  expect_error([&] { mp.backward(m.output); }, kInvalid, "MaxPool2d");
+  expect_error([] { nn::MaxPool2d(0); }, kInvalid, "MaxPool2d");
+  expect_error([] { nn::AvgPool2d(2, -1); }, kInvalid, "AvgPool2d");
   nn::GlobalAvgPool2d gp;
-  expect_error([&] { gp.backward(Tensor::zeros(Shape{2, 3})); }, "[GlobalAvgPool2d]");
+  expect_error([&] { gp.backward(Tensor::zeros(Shape{2, 3})); }, kInvalid, "GlobalAvgPool2d");
 }
 
 }  // namespace

@@ -20,22 +20,14 @@
 #include "frugal/core/memory.hpp"
 #include "frugal/core/ops.hpp"
 #include "frugal/nn/models.hpp"
+#include "support/check.hpp"
 
 namespace frugal::nn {
 namespace {
 
-namespace fs = std::filesystem;
+using frugal::testing::expect_error;
 
-template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::string& prefix) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()).rfind(prefix, 0), 0u) << e.what();
-  }
-}
+namespace fs = std::filesystem;
 
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> out;
@@ -152,13 +144,13 @@ TEST(ProgressBar, TerminalModeRedrawsOneLine) {
 }
 
 TEST(ProgressBar, BadInput) {
-  expect_error([] { ProgressBar(0, "x"); }, ErrorCode::kInvalidArgument, "[ProgressBar]");
+  expect_error([] { ProgressBar(0, "x"); }, ErrorCode::kInvalidArgument, "ProgressBar");
   ProgressBarOptions o;
   o.max_lines = 0;
-  expect_error([&] { ProgressBar(5, "x", o); }, ErrorCode::kInvalidArgument, "[ProgressBar]");
+  expect_error([&] { ProgressBar(5, "x", o); }, ErrorCode::kInvalidArgument, "ProgressBar");
   o.max_lines = 10;
   o.samples_per_step = 0;
-  expect_error([&] { ProgressBar(5, "x", o); }, ErrorCode::kInvalidArgument, "[ProgressBar]");
+  expect_error([&] { ProgressBar(5, "x", o); }, ErrorCode::kInvalidArgument, "ProgressBar");
 }
 
 TEST(FormatDuration, Cases) {
@@ -206,7 +198,7 @@ TEST(MetricsJson, ReplacesAtomically) {
       [&] {
         write_metrics_json(file.string(), {{"a", 1.0}, {"a.b", 2.0}});
       },
-      ErrorCode::kInvalidArgument, "[metrics_json]");
+      ErrorCode::kInvalidArgument, "metrics_json");
   EXPECT_EQ(nlohmann::json::parse(read_file(file))["v"], 2);
   // The rename fails (the target is a non-empty directory): IoError, no temporary file left.
   const fs::path blocked = dir.path / "blocked";
@@ -215,7 +207,7 @@ TEST(MetricsJson, ReplacesAtomically) {
       [&] {
         write_metrics_json(blocked.string(), {{"v", 3.0}});
       },
-      ErrorCode::kIoError, "[write_metrics_json]");
+      ErrorCode::kIoError, "write_metrics_json");
   EXPECT_TRUE(fs::is_directory(blocked / "inner"));
   auto names = dir.entries();
   std::sort(names.begin(), names.end());
@@ -225,21 +217,17 @@ TEST(MetricsJson, ReplacesAtomically) {
       [&] {
         write_metrics_json((dir.path / "no" / "m.json").string(), {{"v", 1.0}});
       },
-      ErrorCode::kIoError, "[write_metrics_json]");
+      ErrorCode::kIoError, "write_metrics_json");
 }
 
 TEST(MetricsJson, BadKeys) {
-  expect_error([] { metrics_json({{"", 1.0}}); }, ErrorCode::kInvalidArgument, "[metrics_json]");
-  expect_error(
-      [] {
-        metrics_json({{"a..b", 1.0}});
-      },
-      ErrorCode::kInvalidArgument, "[metrics_json]");
+  expect_error([] { metrics_json({{"", 1.0}}); }, ErrorCode::kInvalidArgument, "metrics_json");
+  expect_error([] { metrics_json({{"a..b", 1.0}}); }, ErrorCode::kInvalidArgument, "metrics_json");
   expect_error(
       [] {
         metrics_json({{"a.b", 1.0}, {"a", 2.0}});
       },
-      ErrorCode::kInvalidArgument, "[metrics_json]");
+      ErrorCode::kInvalidArgument, "metrics_json");
 }
 
 // ---- models -------------------------------------------------------------------------------------
@@ -251,8 +239,8 @@ TEST(Models, MlpShapeAndParameterCount) {
   EXPECT_EQ(parameter_bytes(*mlp), 4 * mlp->num_parameters());
   const Tensor y = mlp->forward(Tensor::zeros({5, 64}));
   EXPECT_EQ(y.shape(), Shape({5, 10}));
-  expect_error([] { make_mlp({64}); }, ErrorCode::kInvalidArgument, "[make_mlp]");
-  expect_error([] { make_mlp({64, 0, 10}); }, ErrorCode::kInvalidArgument, "[make_mlp]");
+  expect_error([] { make_mlp({64}); }, ErrorCode::kInvalidArgument, "make_mlp");
+  expect_error([] { make_mlp({64, 0, 10}); }, ErrorCode::kInvalidArgument, "make_mlp");
 }
 
 TEST(Models, DigitsCnnShapeAndParameterCount) {
@@ -263,7 +251,7 @@ TEST(Models, DigitsCnnShapeAndParameterCount) {
   EXPECT_EQ(y.shape(), Shape({3, 10}));
   DigitsCnnConfig odd;
   odd.image_size = 7;
-  expect_error([&] { make_digits_cnn(odd); }, ErrorCode::kInvalidArgument, "[make_digits_cnn]");
+  expect_error([&] { make_digits_cnn(odd); }, ErrorCode::kInvalidArgument, "make_digits_cnn");
 }
 
 TEST(Models, CharGptPresets) {
@@ -273,7 +261,7 @@ TEST(Models, CharGptPresets) {
   EXPECT_EQ(c.n_embd % c.n_head, 0);
   const GPTConfig s = char_gpt_config(65);
   EXPECT_EQ(s.n_embd % s.n_head, 0);
-  expect_error([] { char_gpt_config(0); }, ErrorCode::kInvalidArgument, "[char_gpt_config]");
+  expect_error([] { char_gpt_config(0); }, ErrorCode::kInvalidArgument, "char_gpt_config");
 }
 
 // ---- evaluation, split
@@ -296,7 +284,7 @@ TEST(EvaluateAccuracy, KnownAnswer) {
   // An output that is not (B, classes).
   Sequential bad({std::make_shared<Flatten>(0)});
   expect_error([&] { evaluate_accuracy(bad, loader); }, ErrorCode::kInvalidArgument,
-               "[evaluate_accuracy]");
+               "evaluate_accuracy");
 }
 
 TEST(SplitData, SizesAndRows) {
@@ -447,15 +435,15 @@ TEST(TrainClassifier, BadInput) {
   o.progress = false;
   o.epochs = 0;
   expect_error([&] { train_classifier(*model, opt, d, {}, o); }, ErrorCode::kInvalidArgument,
-               "[train_classifier]");
+               "train_classifier");
   o.epochs = 1;
   o.batch_size = 0;
   expect_error([&] { train_classifier(*model, opt, d, {}, o); }, ErrorCode::kInvalidArgument,
-               "[train_classifier]");
+               "train_classifier");
   o.batch_size = 4;
   LabeledData f32_labels{d.inputs, d.labels.to(DType::kF32)};
   expect_error([&] { train_classifier(*model, opt, f32_labels, {}, o); },
-               ErrorCode::kInvalidArgument, "[train_classifier]");
+               ErrorCode::kInvalidArgument, "train_classifier");
 }
 
 TEST(TrainCharGpt, LearnsAPeriodicText) {
@@ -498,11 +486,11 @@ TEST(TrainCharGpt, BadInput) {
   o.progress = false;
   o.seq_len = 1000;  // > block_size
   expect_error([&] { train_char_gpt(model, opt, corpus, o); }, ErrorCode::kInvalidArgument,
-               "[train_char_gpt]");
+               "train_char_gpt");
   o.seq_len = 8;
   o.steps = 0;
   expect_error([&] { train_char_gpt(model, opt, corpus, o); }, ErrorCode::kInvalidArgument,
-               "[train_char_gpt]");
+               "train_char_gpt");
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "frugal/parallel/mpi_comm.hpp"
+#include "frugal/parallel/simulated_link.hpp"
 #include "frugal/parallel/thread_comm.hpp"
 #include "parallel/dp_support.hpp"
 
@@ -16,13 +17,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-double value_of(int r, int64_t i) { return static_cast<double>((i * 7 + r * 13) % 31 - 15); }
-
-Tensor make_input(int r, int64_t n, DType t) {
-  std::vector<double> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[i] = value_of(r, i);
-  return Tensor::from_vector(v, {n}).to(t);
-}
+using testing::make_input;
+using testing::value_of;
 
 std::unique_ptr<Communicator> world() {
   CommOptions o;
@@ -165,6 +161,37 @@ TEST(MpiComm, LargeAllreduceTimesOutThenCompletesWhenThePeerArrives) {
   for (int64_t i : {int64_t{0}, int64_t{12345}, n - 1})
     EXPECT_EQ(v[i], (value_of(0, i) + value_of(1, i)) / 2);  // small integers: exact in f32
   c->barrier();
+}
+
+TEST(MpiComm, UnderASimulatedLinkGivesTheSameResults) {
+  // The link decorator over MpiComm: the same bits as MpiComm alone, small and large (progress
+  // thread) all-reduces, sync and async; a silent peer still times out through it.
+  auto c = world();
+  SimulatedLinkComm link(*c, {1e9, 20e-6});
+  EXPECT_EQ(link.backend(), "mpi+link");
+  for (int64_t n : {int64_t{1000}, int64_t{512 * 1024}}) {
+    Tensor a = make_input(c->rank(), n, DType::kF32), b = a.clone();
+    c->allreduce(a.view(), ReduceOp::kAvg);
+    link.allreduce_async(b.view(), ReduceOp::kAvg)->wait();
+    EXPECT_EQ(0, std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes())) << n;
+    link.allreduce(b.view(), ReduceOp::kMax);
+    c->allreduce(a.view(), ReduceOp::kMax);
+    EXPECT_EQ(0, std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes())) << n;
+  }
+  link.barrier();
+  link.set_timeout(300ms);  // applied to MpiComm too
+  Tensor x = make_input(c->rank(), 16, DType::kF32);
+  if (c->rank() == 0) {
+    auto w = link.allreduce_async(x.view());
+    testing::expect_wait_times_out(*w, "[allreduce]");
+    testing::wait_until_peer_arrives(*w);
+  } else {
+    std::this_thread::sleep_for(1500ms);
+    link.allreduce(x.view());
+  }
+  EXPECT_EQ(x.to_vector<double>()[0], value_of(0, 0) + value_of(1, 0));
+  link.set_timeout(30s);
+  link.barrier();
 }
 
 }  // namespace

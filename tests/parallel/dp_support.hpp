@@ -1,10 +1,11 @@
 #pragma once
-// Shared by the data-parallel tests (tests/nn/data_parallel_test.cpp and tests/parallel/*_mpi.cpp):
-// the optimizer and training step of the "K workers equal one worker" comparisons, and the waits
-// of the late-peer timeout tests.
+// Shared by the communicator and data-parallel tests (tests/nn/data_parallel_test.cpp,
+// tests/parallel/*): the integer-valued collective inputs, the optimizer and training step of the
+// "K workers equal one worker" comparisons, and the waits of the late-peer timeout tests.
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "frugal/nn/data_parallel.hpp"
 #include "frugal/nn/loss.hpp"
@@ -12,6 +13,17 @@
 #include "frugal/parallel/communicator.hpp"
 
 namespace frugal::testing {
+
+/// Element i of rank r's collective input: an integer in [-15, 15], exact in every supported dtype
+/// and in every sum of a few ranks, so results compare exactly across backends.
+inline double value_of(int r, int64_t i) { return static_cast<double>((i * 7 + r * 13) % 31 - 15); }
+
+/// Rank r's input of n elements (value_of) in dtype t, on the CPU.
+inline Tensor make_input(int r, int64_t n, DType t) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = value_of(r, i);
+  return Tensor::from_vector(v, {n}).to(t);
+}
 
 /// SGD with momentum and weight decay, so every term of the update takes part in a comparison.
 inline nn::SgdOptions dp_sgd() {

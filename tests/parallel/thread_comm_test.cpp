@@ -1,5 +1,7 @@
 // ThreadComm: collectives against closed-form / double references, bit-identical results across
 // ranks, async ordering, timeouts, abort, cross-rank mismatches and bad input.
+#include "frugal/parallel/thread_comm.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "frugal/parallel/thread_comm.hpp"
+#include "parallel/dp_support.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::parallel {
@@ -16,22 +18,19 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Integer-valued input of rank r: exact in every supported dtype for small magnitudes.
-double value_of(int r, int64_t i) { return static_cast<double>((i * 7 + r * 13) % 31 - 15); }
-
-Tensor make_input(int r, int64_t n, DType t) {
-  std::vector<double> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[i] = value_of(r, i);
-  return Tensor::from_vector(v, {n}).to(t);
-}
+using testing::make_input;
+using testing::value_of;
 
 double expected(ReduceOp op, int world, int64_t i, bool integer) {
   double acc = value_of(0, i);
   for (int r = 1; r < world; ++r) {
     const double v = value_of(r, i);
-    if (op == ReduceOp::kMax) acc = std::max(acc, v);
-    else if (op == ReduceOp::kMin) acc = std::min(acc, v);
-    else acc += v;
+    if (op == ReduceOp::kMax)
+      acc = std::max(acc, v);
+    else if (op == ReduceOp::kMin)
+      acc = std::min(acc, v);
+    else
+      acc += v;
   }
   if (op == ReduceOp::kAvg) acc = integer ? std::trunc(acc / world) : acc / world;
   return acc;
@@ -52,8 +51,8 @@ ThreadCommOptions small_chunks() {
 }
 
 TEST(ThreadComm, AllreduceMatchesReferenceForEveryOpDtypeAndSize) {
-  const std::vector<DType> dtypes = {DType::kF32, DType::kF64, DType::kI32, DType::kI64,
-                                     DType::kF16, DType::kBF16};
+  const std::vector<DType> dtypes = {DType::kF32, DType::kF64, DType::kI32,
+                                     DType::kI64, DType::kF16, DType::kBF16};
   const std::vector<ReduceOp> ops = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax,
                                      ReduceOp::kMin};
   for (int world : {1, 2, 3, 4}) {
@@ -77,9 +76,9 @@ TEST(ThreadComm, AllreduceMatchesReferenceForEveryOpDtypeAndSize) {
               // Sums of <= 4 integers in [-15, 15]: exact in every dtype; float avg of them is
               // exact only after rounding to the dtype, hence the dtype's half-ulp at 15.
               double tol = (op == ReduceOp::kAvg && !integer) ? 15.0 * 0.004 : 0.0;
-              ASSERT_NEAR(got[i], want, tol) << "world " << world << " count " << count << " "
-                                             << dtype_name(t) << " " << reduce_op_name(op)
-                                             << " rank " << r << " i " << i;
+              ASSERT_NEAR(got[i], want, tol)
+                  << "world " << world << " count " << count << " " << dtype_name(t) << " "
+                  << reduce_op_name(op) << " rank " << r << " i " << i;
             }
           }
         }
@@ -314,8 +313,10 @@ TEST(ThreadComm, MismatchAcrossRanksIsReportedByEveryRank) {
     }
     // Different collectives at the same point.
     try {
-      if (c.rank() == 0) c.barrier();
-      else c.broadcast(y.view(), 0);
+      if (c.rank() == 0)
+        c.barrier();
+      else
+        c.broadcast(y.view(), 0);
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
       ++reported;
@@ -335,8 +336,10 @@ TEST(ThreadComm, SendRecvMismatchIsReported) {
       2,
       [&](Communicator& c) {
         try {
-          if (c.rank() == 0) c.send(Tensor::zeros({3}).view(), 1);
-          else c.recv(Tensor::zeros({4}).view(), 0);
+          if (c.rank() == 0)
+            c.send(Tensor::zeros({3}).view(), 1);
+          else
+            c.recv(Tensor::zeros({4}).view(), 0);
           ADD_FAILURE() << "expected a mismatch";
         } catch (const Error& e) {
           EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();

@@ -4,24 +4,17 @@
 #include "frugal/core/ops.hpp"
 #include "frugal/prune.hpp"
 #include "frugal/ref/prune.hpp"
+#include "support/check.hpp"
 #include "support/tolerance.hpp"
 
 namespace frugal::prune {
 namespace {
 
 using frugal::testing::all_close;
+using frugal::testing::expect_error;
 using frugal::testing::random_uniform;
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& op) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
-    EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
-  }
-}
+constexpr ErrorCode kInvalid = ErrorCode::kInvalidArgument;
 
 Tensor masked(const Tensor& w, const Tensor& m) {
   Tensor c = w.clone();
@@ -93,15 +86,16 @@ TEST(PruneSparse, Compressed24) {
 TEST(PruneSparse, BadInput) {
   Tensor w = random_uniform(Shape{8, 16}, 1);
   CsrMatrix a = to_csr(w);
-  expect_error([&] { spmm(a, random_uniform(Shape{15, 4}, 2)); }, "spmm");
-  expect_error([&] { spmm(a, random_uniform(Shape{16, 4}, 2).to(DType::kF64)); }, "spmm");
-  expect_error([&] { spmm(a, random_uniform(Shape{16}, 2)); }, "spmm");
-  expect_error([&] { to_csr(random_uniform(Shape{16}, 2)); }, "to_csr");
-  expect_error([&] { to_csr(w, Tensor::zeros(Shape{8, 8}, DType::kU8)); }, "to_csr");
-  expect_error([&] { to_bsr(w, 3, 4); }, "to_bsr");
-  expect_error([&] { compress_24(w); }, "compress_24");  // dense: 4 of 4 kept
-  expect_error([&] { compress_24(random_uniform(Shape{8, 12}, 3), {}); }, "compress_24");
-  expect_error([&] { compress_24(w.to(DType::kF64), nm_mask(w, 2, 4)); }, "compress_24");
+  expect_error([&] { spmm(a, random_uniform(Shape{15, 4}, 2)); }, kInvalid, "spmm");
+  expect_error([&] { spmm(a, random_uniform(Shape{16, 4}, 2).to(DType::kF64)); }, kInvalid, "spmm");
+  expect_error([&] { spmm(a, random_uniform(Shape{16}, 2)); }, kInvalid, "spmm");
+  expect_error([&] { to_csr(random_uniform(Shape{16}, 2)); }, kInvalid, "to_csr");
+  expect_error([&] { to_csr(w, Tensor::zeros(Shape{8, 8}, DType::kU8)); }, kInvalid, "to_csr");
+  expect_error([&] { to_bsr(w, 3, 4); }, kInvalid, "to_bsr");
+  expect_error([&] { compress_24(w); }, kInvalid,
+               "compress_24");  // dense: 4 of 4 kept
+  expect_error([&] { compress_24(random_uniform(Shape{8, 12}, 3), {}); }, kInvalid, "compress_24");
+  expect_error([&] { compress_24(w.to(DType::kF64), nm_mask(w, 2, 4)); }, kInvalid, "compress_24");
 }
 
 }  // namespace

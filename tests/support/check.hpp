@@ -14,15 +14,21 @@
 
 namespace frugal::testing {
 
-/// Runs fn and expects an Error of `code` whose message starts with "[op]".
+/// Runs fn and expects an Error of `code` whose message starts with "[op]" and, when `contains`
+/// is not empty, also contains `contains` (a path, a parameter name, a reason).
 template <class Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::string& op) {
+void expect_error(Fn&& fn, ErrorCode code, const std::string& op,
+                  const std::string& contains = {}) {
   try {
     fn();
     ADD_FAILURE() << "no exception, expected " << error_code_name(code) << " from [" << op << "]";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), code) << e.what();
     EXPECT_EQ(std::string(e.what()).rfind("[" + op + "]", 0), 0u) << e.what();
+    if (!contains.empty()) {
+      EXPECT_NE(std::string(e.what()).find(contains), std::string::npos)
+          << "message: " << e.what() << "\nexpected to contain: " << contains;
+    }
   }
 }
 
@@ -85,6 +91,14 @@ inline ExecContext threads(int n) {
 /// The values of t (any device, dtype or layout) on the host as double, in row-major order.
 inline std::vector<double> host_f64(const Tensor& t) {
   return t.to(Device::cpu()).to(DType::kF64).contiguous().to_vector<double>();
+}
+
+/// "<prefix><i>", e.g. "g7" (built by insert: GCC 12 warns -Wrestrict, falsely, on
+/// "g" + std::to_string(i), bug 105329).
+inline std::string numbered(char prefix, int i) {
+  std::string name = std::to_string(i);
+  name.insert(name.begin(), prefix);
+  return name;
 }
 
 /// Bit-exact equality of two host tensors of one dtype.

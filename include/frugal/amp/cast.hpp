@@ -11,10 +11,10 @@
 ///                 result rounds up iff r + thr >= 2^R, else toward zero: one of the two
 ///                 neighbours of x, the upper with probability rem / 2^shift exactly when at most
 ///                 R bits are dropped (bf16, f16 normals), else that probability rounded up to a
-///                 multiple of 2^-R. Element i takes bits [R (i % E), R (i % E) + R) of the
-///                 128-bit Philox4x32-10 output (philox.hpp, key ctx.seed) with counter
-///                 i / E + ctx.offset, E = 128 / R; a call consumes ceil(numel / E) counters,
-///                 at most philox_counters(numel).
+///                 multiple of 2^-R. The bits come from Philox4x32 with 7 rounds (key
+///                 ctx.seed, counters from ctx.offset), E = 128 / R elements per block, in the
+///                 layout docs/amp.md "Rounding" defines; a call consumes ceil(numel / E)
+///                 counters, at most philox_counters(numel).
 /// Overflow: kSaturate clamps finite overflow and ±Inf to ±max finite; kNonSaturate gives ±Inf
 /// (f16, bf16, E5M2) or NaN (E4M3). NaN stays NaN in every mode.
 #include "frugal/core/dtype.hpp"

@@ -59,9 +59,10 @@ class DynamicLossScaler {
   const LossScalerOptions& options() const { return opt_; }
 
   /// Multiplies every gradient (contiguous f32, CPU or CUDA) by 1 / scale() in place and checks
-  /// for Inf / NaN in the same pass, one pass per tensor. Every tensor is unscaled; the result
+  /// for Inf / NaN in the same pass. Multi-tensor: one parallel loop (CPU) or one kernel launch
+  /// (CUDA) over 64K-element chunks of all the tensors. Every tensor is unscaled; the result
   /// names the first tensor, in the given order, that held a non-finite value. On CUDA the
-  /// kernels are enqueued on ctx.stream and one synchronization returns the flags. Errors
+  /// kernel is enqueued on ctx.stream and one synchronization returns the flags. Errors
   /// "[amp::unscale_and_check] ..." for a non-f32 or non-contiguous gradient or mixed devices.
   UnscaleResult unscale_and_check(const std::vector<std::pair<std::string, TensorView>>& grads,
                                   const ExecContext& ctx = {}) const;

@@ -162,8 +162,15 @@ FRUGAL_INLINE constexpr float half_bits_to_float(uint16_t b) {
 /// subnormals round to bf16 subnormals. NaN gives the quiet NaN 0x7FC0 with the sign kept, so a
 /// NaN whose payload sits only in the low 16 bits does not turn into Inf.
 FRUGAL_INLINE constexpr uint16_t float_to_bf16_bits(float f) {
-  return static_cast<uint16_t>(
-      detail::float_to_small_float_bits<8, 7, true>(f, Overflow::kNonSaturate, 0x7FC0u));
+  // bf16 is the upper half of a binary32 with the same exponent range, so rounding is integer
+  // arithmetic on the bits: adding 0x7FFF plus the kept lsb carries into bit 16 exactly when the
+  // dropped half is above one half ulp, or equal to it with an odd kept part (ties to even). The
+  // carry runs through the exponent field, so the largest floats round up to Inf (0x7F80) and
+  // subnormals to bf16 subnormals. No branches: loops of conversions vectorise (compare + blend).
+  const uint32_t u = detail::bit_cast<uint32_t>(f);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = ((u >> 16) & 0x8000u) | 0x7FC0u;
+  return static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
 /// bfloat16 bits -> float, exact: bf16 is the upper half of a binary32.

@@ -45,6 +45,42 @@ struct Tucker2Spectra {
 };
 Tucker2Spectra tucker2_spectra(ConstTensorView w, const ExecContext& ctx = {});
 
+/// Energies of the full HOSVD core, for the "core energy" definition of a Tucker-2 rank: with
+/// complete channel bases (ranks R_out = min(C_out, C_in kh kw), R_in = min(C_in, C_out kh kw))
+/// the core keeps all of ||W||^2, and e[a, b] = sum_{h, w} core[a, b, h, w]^2. Truncating to
+/// (r_out, r_in) keeps exactly sum_{a < r_out, b < r_in} e[a, b] (the bases are orthonormal), so
+/// unlike the per-mode spectra this is the energy the truncated kernel really keeps. Returns an
+/// (R_out, R_in) f64 tensor on the host. Same input requirements as tucker2.
+Tensor tucker2_core_energy(ConstTensorView w, const ExecContext& ctx = {});
+
+/// Two-convolution factorizations of a kernel from one matrix SVD.
+///   channel (Zhang et al. 2015; "scheme" of the channel decomposition): the mode-0 unfolding
+///     (C_out, C_in kh kw) = U S V^T -> a kh x kw conv C_in -> r with weight S^1/2 V^T (the
+///     original stride / padding / dilation) then a 1x1 conv r -> C_out with weight U S^1/2;
+///     r (C_in kh kw + C_out) parameters.
+///   spatial (Jaderberg et al. 2014, scheme 2): the (C_in kh, C_out kw) reshaping
+///     M[(c, h), (o, x)] = W[o, c, h, x] = U S V^T -> a kh x 1 conv C_in -> r (weight U S^1/2,
+///     vertical stride / padding / dilation) then a 1 x kw conv r -> C_out (weight S^1/2 V^T,
+///     horizontal ones); r (C_in kh + C_out kw) parameters.
+struct ConvSvdResult {
+  Tensor first;                 ///< channel: (r, C_in, kh, kw); spatial: (r, C_in, kh, 1)
+  Tensor second;                ///< channel: (C_out, r, 1, 1); spatial: (C_out, r, 1, kw)
+  Tensor s;                     ///< all singular values of the matrix (descending)
+  double relative_error = 0.0;  ///< ||W - reconstruction||_F / ||W||_F (Eckart-Young tail)
+  bool converged = true;        ///< the SVD converged
+};
+
+/// The mode-0 unfolding (C_out, C_in kh kw) of W as a new contiguous tensor.
+Tensor channel_unfold(ConstTensorView w, const ExecContext& ctx = {});
+/// The (C_in kh, C_out kw) spatial reshaping M[(c, h), (o, x)] = W[o, c, h, x], new tensor.
+Tensor spatial_unfold(ConstTensorView w, const ExecContext& ctx = {});
+
+/// Rank-`rank` channel factorization; 1 <= rank <= min(C_out, C_in kh kw). Same input
+/// requirements as tucker2.
+ConvSvdResult channel_svd(ConstTensorView w, int64_t rank, const ExecContext& ctx = {});
+/// Rank-`rank` spatial factorization; 1 <= rank <= min(C_in kh, C_out kw).
+ConvSvdResult spatial_svd(ConstTensorView w, int64_t rank, const ExecContext& ctx = {});
+
 /// W ~ core x_0 U_out x_1 U_in as a new (C_out, C_in, kh, kw) tensor.
 Tensor tucker2_reconstruct(const Tucker2Result& t, const ExecContext& ctx = {});
 

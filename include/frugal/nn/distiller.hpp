@@ -52,6 +52,10 @@ class FeatureAdapter : public Module {
 /// Options of TeacherCache::build.
 struct TeacherCacheOptions {
   int64_t top_k = 0;  ///< 0: store every logit; k > 0: the k largest (distill::topk_teacher)
+  /// Top-k caches: kRenormalize (usable at any T) or kUniform, which also stores each row's
+  /// log-sum-exp at `temperature` and is then tied to that T (the Distiller refuses another).
+  distill::TopKTail tail = distill::TopKTail::kRenormalize;
+  double temperature = 0.0;   ///< kUniform: the T of the stored lse (> 0); unused otherwise
   int64_t shard_size = 4096;  ///< examples per safetensors shard, > 0
   int64_t batch_size = 256;   ///< teacher batch size while building, > 0
   /// Precision of the teacher forward while building (kF32, kBF16, kF16), as
@@ -62,7 +66,8 @@ struct TeacherCacheOptions {
 
 /// Teacher outputs computed once per data set and kept on disk as safetensors shards
 /// `<dir>/teacher_<shard>.safetensors` (tensors "values" (n, C or k) f32 and, for top-k, "indices"
-/// (n, k) i64; metadata first, count, classes, top_k), keyed by dataset index: shard s holds
+/// (n, k) i64, plus "lse" (n) f32 for a uniform-tail top-k cache; metadata first, count, classes,
+/// top_k, tail ("renormalize" / "uniform"), lse_temperature), keyed by dataset index: shard s holds
 /// examples [s * shard_size, s * shard_size + count). Opening loads every shard into host memory
 /// (N x k values: a top-16 cache of a million examples is ~200 MB).
 class TeacherCache {
@@ -81,10 +86,15 @@ class TeacherCache {
   int64_t num_classes() const { return classes_; }
   /// 0 for a dense cache.
   int64_t top_k() const { return top_k_; }
+  /// How a top-k cache's loss treats the classes it does not store.
+  distill::TopKTail tail() const { return tail_; }
+  /// kUniform: the temperature of the stored lse (the only T the cache can be used at); else 0.
+  double temperature() const { return temperature_; }
   /// Dense logits (B, C) of dataset examples `indices`, f32 on `device`. Dense caches only.
   Tensor logits(std::span<const int64_t> indices, Device device = Device::cpu(),
                 const ExecContext& ctx = {}) const;
-  /// Top-k logits of `indices` on `device`. Top-k caches only.
+  /// Top-k logits of `indices` on `device` (with the tail, lse and its temperature for kUniform).
+  /// Top-k caches only.
   distill::TopKLogits topk(std::span<const int64_t> indices, Device device = Device::cpu(),
                            const ExecContext& ctx = {}) const;
 
@@ -93,8 +103,11 @@ class TeacherCache {
   int64_t size_ = 0;
   int64_t classes_ = 0;
   int64_t top_k_ = 0;
+  distill::TopKTail tail_ = distill::TopKTail::kRenormalize;
+  double temperature_ = 0.0;
   Tensor values_;   // (size, C or k) f32, host
   Tensor indices_;  // (size, k) i64, host (top-k only)
+  Tensor lse_;      // (size) f32, host (kUniform only)
 };
 
 /// Options of a Distiller.
@@ -161,6 +174,54 @@ class Distiller {
 /// InvalidArgument ("[teacher_forward] ...") for a precision other than kF32, kBF16, kF16.
 Tensor teacher_forward(Module& teacher, const Tensor& input, DType precision = DType::kF32,
                        const ExecContext& ctx = {});
+
+/// A stronger teacher from several: forward returns the mean of the members' outputs (logits
+/// (N, ..., C) of one shape), i.e. the normalised geometric mean of their distributions at every
+/// temperature. Members are registered as children "0", "1", ..., so eval() / train() reach them.
+/// Teacher only: backward throws Unsupported. Throws InvalidArgument ("[TeacherEnsemble] ...")
+/// for no members, a null member, or members whose outputs differ in shape, dtype or device.
+class TeacherEnsemble : public Module {
+ public:
+  explicit TeacherEnsemble(std::vector<std::shared_ptr<Module>> members);
+  /// (N, ...) -> mean over the members of member.forward(input).
+  Tensor forward(const Tensor& input) override;
+  /// Throws Unsupported: a teacher is never trained through the ensemble.
+  Tensor backward(const Tensor& grad_output) override;
+  std::string type_name() const override { return "TeacherEnsemble"; }
+  std::size_t size() const { return members_.size(); }
+
+ private:
+  std::vector<std::shared_ptr<Module>> members_;
+};
+
+/// Random translations of image inputs in front of a model, for "function matching" (Beyer et
+/// al. 2022, "Knowledge distillation: A good teacher is patient and consistent"): put it outside
+/// a DistilledStudent so the teacher labels the same shifted images the student sees, and outside
+/// the plain student for the no-KD control (the same seed gives both the same shifts). In
+/// training mode forward moves every example of (N, ..., H, W) by (dy, dx), each drawn uniformly
+/// from [-max_shift, max_shift], filling with zeros; the i-th example drawn since construction
+/// uses Philox counter i with key `seed` (lanes x, y), so a run is reproducible. In eval mode it
+/// is the inner model alone. backward returns the adjoint of the shift applied to the inner
+/// model's input gradient. The shift runs on the host (inputs on another device go there and
+/// back). f32 or f64 inputs of rank >= 3.
+class RandomShift : public Module {
+ public:
+  /// Throws InvalidArgument ("[RandomShift] ...") for a null model or max_shift < 0.
+  RandomShift(std::shared_ptr<Module> inner, int64_t max_shift = 1, uint64_t seed = 0);
+  Tensor forward(const Tensor& input) override;
+  Tensor backward(const Tensor& grad_output) override;
+  std::string type_name() const override { return "RandomShift"; }
+  Module& inner() { return *inner_; }
+  /// Examples shifted so far (the Philox counter of the next one).
+  uint64_t drawn() const { return drawn_; }
+
+ private:
+  std::shared_ptr<Module> inner_;
+  int64_t max_shift_;
+  uint64_t seed_;
+  uint64_t drawn_ = 0;
+  std::vector<int32_t> last_shifts_;  // (dy, dx) per example of the last training forward
+};
 
 namespace detail {
 /// What DistilledStudent and DistilledGpt share: the teacher run of a training forward and the

@@ -59,11 +59,58 @@ std::shared_ptr<Sequential> factorize_conv_cp(Conv2d& layer, int64_t rank,
                                               const lowrank::CpOptions& opt = {},
                                               const ExecContext& ctx = {});
 
+/// The two convolutions of lowrank::channel_svd at rank `rank` (kh x kw C_in -> r with the
+/// original stride / padding / dilation, then 1x1 r -> C_out with the bias). Needs groups == 1.
+std::shared_ptr<Sequential> factorize_conv_channel(Conv2d& layer, int64_t rank,
+                                                   const ExecContext& ctx = {});
+
+/// The two convolutions of lowrank::spatial_svd at rank `rank` (kh x 1 C_in -> r, then 1 x kw
+/// r -> C_out with the bias; each takes its own axis's stride / padding / dilation). Needs
+/// groups == 1.
+std::shared_ptr<Sequential> factorize_conv_spatial(Conv2d& layer, int64_t rank,
+                                                   const ExecContext& ctx = {});
+
+/// Response (data-aware) factorization of a Linear (lowrank/response.hpp): W ~ U_r U_r^T W with
+/// U_r the top-r principal directions of the layer's outputs (without bias) on `inputs`
+/// (..., in), i.e. Linear(in -> r, weight U_r^T W, no bias) then Linear(r -> out, weight U_r,
+/// the bias). Needs 1 <= rank <= min(out, rows of inputs, in) and inputs of the layer's dtype
+/// and device.
+/// With `centered` (the default), the directions of the centered outputs and the mean moved into
+/// the second layer's bias (which it then has even if the layer had none): see
+/// lowrank::project_output.
+std::shared_ptr<Sequential> factorize_linear_response(Linear& layer, const Tensor& inputs,
+                                                      int64_t rank, bool centered = true,
+                                                      const ExecContext& ctx = {});
+
+/// Response factorization of a Conv2d (Zhang et al. 2015 channel decomposition): U_r from the
+/// layer's outputs (without bias) on `inputs` (N, C_in, H, W), one sample per output position;
+/// then a kh x kw conv C_in -> r (weight U_r^T W) and a 1x1 conv r -> C_out (weight U_r, bias).
+/// Needs groups == 1 and 1 <= rank <= C_out.
+/// `centered` as for factorize_linear_response.
+std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor& inputs,
+                                                    int64_t rank, bool centered = true,
+                                                    const ExecContext& ctx = {});
+
 /// How factorize_model treats convolutions.
 enum class ConvFactorization {
   kNone,     ///< leave Conv2d layers alone
-  kTucker2,  ///< Tucker-2 (ranks per channel mode from the policy)
+  kTucker2,  ///< Tucker-2 (ranks per channel mode from the policy, or by core energy)
   kCp,       ///< CP (one rank; see docs/lowrank.md for how the policy maps to it)
+  kChannel,  ///< channel SVD (kxk conv to r, then 1x1): the (C_out, C_in kh kw) matrix
+  kSpatial,  ///< spatial SVD (kx1 then 1xk; Jaderberg et al. 2014): (C_in kh, C_out kw)
+};
+
+/// Whose spectrum the energy / error / global-energy rules measure.
+enum class EnergySource {
+  kWeights,    ///< the weights' singular values (data-free)
+  kResponses,  ///< the layer outputs on FactorizeOptions::calibration (Linear, and conv with
+               ///< kChannel: response channel decomposition); other convs are not supported
+};
+
+/// What "energy" means for a Tucker-2 rank pair.
+enum class Tucker2Energy {
+  kPerMode,  ///< each channel mode's unfolding energy separately (r_out, r_in chosen apart)
+  kCore,     ///< the fraction of ||W||^2 the truncated HOSVD core keeps (cheapest pair)
 };
 
 /// Options of factorize_model beyond the rank policy.
@@ -75,6 +122,19 @@ struct FactorizeOptions {
   /// Layers whose path (e.g. "0", "3.body.1") is listed here are left alone (e.g. the last
   /// classifier layer).
   std::vector<std::string> skip{};
+  EnergySource energy_source = EnergySource::kWeights;  ///< spectrum the rules measure
+  /// Model inputs (one batch, as model.forward takes them) for kResponses; the model runs them
+  /// once in eval mode (BatchNorm uses its running statistics) before anything is replaced.
+  Tensor calibration{};
+  /// kResponses: principal directions of the centered outputs (their covariance; energy = the
+  /// fraction of the output variance kept) with the mean moved into the bias (Zhang et al.
+  /// 2015; adds a bias of C_out / out parameters to a layer that had none), or of the raw
+  /// outputs (uncentered second moment).
+  bool response_centered = true;
+  Tucker2Energy tucker2_energy = Tucker2Energy::kPerMode;  ///< Tucker-2 energy definition
+  /// RankRule::kGlobalEnergy: every layer's energy as a fraction of its own total (each layer
+  /// weighs the same) instead of the raw sum of squares across layers.
+  bool global_normalized = false;
 };
 
 /// What factorize_model did to one eligible layer.
@@ -87,6 +147,9 @@ struct LowRankLayerReport {
   int64_t rank = 0;           ///< r (Linear, CP) or r_out (Tucker-2)
   int64_t rank_in = 0;        ///< r_in (Tucker-2), 0 otherwise
   double relative_error = 0;  ///< ||W - W_approx||_F / ||W||_F of the kernel / weight
+  /// Fraction of the energy the rule measured that the chosen rank keeps: of the weights
+  /// (1 - relative_error^2 for SVD / HOSVD) or of the responses (kResponses); NaN for CP.
+  double energy_kept = 0;
   int64_t params_before = 0;  ///< weight + bias elements
   int64_t params_after = 0;   ///< of the factorized layers (= before when not factorized)
   /// Multiply-adds x 2 per input row (Linear) or per output position (Conv2d; the 1x1 layers of
@@ -101,6 +164,13 @@ struct LowRankLayerReport {
 /// `policy` selects, when that saves parameters (r (m + n) < m n for Linear; fewer parameters
 /// for Conv2d). Returns one report per eligible layer, in model order. Layers held as members
 /// of other modules (e.g. the attention's c_attn) cannot be replaced and are not visited.
+/// Rank rules: per layer (select_rank on the spectrum of opt.energy_source: weights, or the
+/// responses on opt.calibration), or RankRule::kGlobalEnergy: one budget over all eligible
+/// layers (lowrank::allocate_global_energy on chains capped at each layer's dense size; a
+/// layer whose share would cost as much as its dense weight stays dense; Tucker-2 by core
+/// energy; CP unsupported). Everything is analysed before anything is replaced. Throws
+/// InvalidArgument "[factorize_model] ..." for kResponses without calibration, kResponses with
+/// a convolution not factorized by kChannel, kGlobalEnergy with kCp.
 std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::RankPolicy& policy,
                                                 const FactorizeOptions& opt = {},
                                                 const ExecContext& ctx = {});
@@ -115,6 +185,12 @@ struct LowRankSummary {
   double param_ratio = 1;
   int64_t flops_before = 0;  ///< FLOPs of the replaced layers (units of LowRankLayerReport)
   int64_t flops_after = 0;   ///< FLOPs of their factorizations
+  /// Parameters of every reported (eligible) layer, factorized or kept dense, before / after,
+  /// and their ratio: unlike param_ratio, a rule that keeps the large layers dense does not look
+  /// better than it is.
+  int64_t eligible_params_before = 0;
+  int64_t eligible_params_after = 0;
+  double eligible_ratio = 1;
 };
 /// The totals of the reports whose layer was replaced (factorized == true).
 LowRankSummary summarize(const std::vector<LowRankLayerReport>& reports);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #if (defined(__F16C__) && defined(__AVX2__)) || defined(__AVX512F__)
@@ -32,99 +33,28 @@ namespace {
 
 using namespace amp::detail;
 
-constexpr int64_t kBlock = int64_t{1} << 16;  // a multiple of 256: Philox batches never straddle
+// Stochastic casts with an output of at least this many bytes (the L3 of the machine in
+// docs/benchmarks.md) write it with non-temporal stores.
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
+constexpr int64_t kBlock = int64_t{1} << 16;  // a multiple of the SR group sizes (64, 128)
 
 template <int kFmt>
 using Code = std::conditional_t<(kFmt <= kFmtBF16), uint16_t, uint8_t>;
 
-// Philox4x32-10 for the kPhiloxBlocks counters first_block + j + offset; the words are written
-// in stream order (x, y, z, w of block 0, then block 1, ...), i.e. as the 16-bit halves of
-// sr_random in element order (16- or 8-bit pieces, little-endian).
-constexpr int kPhiloxBlocks = 16;
-// Elements per batch of kPhiloxBlocks blocks: 128 with 16 random bits each, 256 with 8.
-template <int kFmt>
-constexpr int kChunk = kPhiloxBlocks*(128 / sr_bits<kFmt>());
-template <int kFmt>
-using Rand = std::conditional_t<sr_bits<kFmt>() == 16, uint16_t, uint8_t>;
-
-#if defined(__AVX512F__)
-// AVX-512: each block's words sit in the low halves of 64-bit lanes, so one vpmuludq gives the
-// full 32 x 32 -> 64-bit products of 8 blocks (the high halves are ignored by vpmuludq and masked
-// at the end) and one vpternlogd the three-way XOR; two sets of 8 blocks run interleaved. In a
-// set, 64-bit lane L computes block L / 2 (L even) or 4 + L / 2 (L odd), so that the in-lane
-// unpacks at the end leave the words in stream order.
-FRUGAL_INLINE void philox_batch(uint64_t seed, uint64_t offset, uint64_t first_block,
-                                uint32_t* out) {
-  alignas(64) uint64_t lo[kPhiloxBlocks], hi[kPhiloxBlocks], carry[kPhiloxBlocks];
-  for (int set = 0; set < 2; ++set) {
-    for (int l = 0; l < 8; ++l) {
-      const int blk = set * 8 + (l % 2 == 0 ? l / 2 : 4 + l / 2);
-      const Uint4 c = philox_counter(first_block + static_cast<uint64_t>(blk), offset);
-      lo[set * 8 + l] = c.x;
-      hi[set * 8 + l] = c.y;
-      carry[set * 8 + l] = c.z;
-    }
-  }
-  __m512i x0 = _mm512_load_si512(lo), y0 = _mm512_load_si512(hi);
-  __m512i z0 = _mm512_load_si512(carry), w0 = _mm512_setzero_si512();
-  __m512i x1 = _mm512_load_si512(lo + 8), y1 = _mm512_load_si512(hi + 8);
-  __m512i z1 = _mm512_load_si512(carry + 8), w1 = _mm512_setzero_si512();
-  const __m512i m0 = _mm512_set1_epi64(Philox4x32::kM0), m1 = _mm512_set1_epi64(Philox4x32::kM1);
-  uint32_t kx = static_cast<uint32_t>(seed), ky = static_cast<uint32_t>(seed >> 32);
-  for (int r = 0; r < Philox4x32::kRounds; ++r) {
-    const __m512i vkx = _mm512_set1_epi32(static_cast<int>(kx));
-    const __m512i vky = _mm512_set1_epi32(static_cast<int>(ky));
-    const __m512i p0a = _mm512_mul_epu32(x0, m0), p1a = _mm512_mul_epu32(z0, m1);
-    const __m512i p0b = _mm512_mul_epu32(x1, m0), p1b = _mm512_mul_epu32(z1, m1);
-    x0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1a, 32), y0, vkx, 0x96);
-    z0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0a, 32), w0, vky, 0x96);
-    x1 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1b, 32), y1, vkx, 0x96);
-    z1 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0b, 32), w1, vky, 0x96);
-    y0 = p1a;
-    w0 = p0a;
-    y1 = p1b;
-    w1 = p0b;
-    kx += Philox4x32::kW0;
-    ky += Philox4x32::kW1;
-  }
-  constexpr __mmask16 kOdd = 0xAAAA;
-  const __m512i xy0 = _mm512_mask_blend_epi32(kOdd, x0, _mm512_slli_epi64(y0, 32));
-  const __m512i zw0 = _mm512_mask_blend_epi32(kOdd, z0, _mm512_slli_epi64(w0, 32));
-  const __m512i xy1 = _mm512_mask_blend_epi32(kOdd, x1, _mm512_slli_epi64(y1, 32));
-  const __m512i zw1 = _mm512_mask_blend_epi32(kOdd, z1, _mm512_slli_epi64(w1, 32));
-  _mm512_store_si512(out, _mm512_unpacklo_epi64(xy0, zw0));
-  _mm512_store_si512(out + 16, _mm512_unpackhi_epi64(xy0, zw0));
-  _mm512_store_si512(out + 32, _mm512_unpacklo_epi64(xy1, zw1));
-  _mm512_store_si512(out + 48, _mm512_unpackhi_epi64(xy1, zw1));
-}
-#else
-FRUGAL_INLINE void philox_batch(uint64_t seed, uint64_t offset, uint64_t first_block,
-                                uint32_t* out) {
-  for (int j = 0; j < kPhiloxBlocks; ++j) {
-    const Uint4 b =
-        Philox4x32::generate(philox_counter(first_block + static_cast<uint64_t>(j), offset), seed);
-    out[4 * j] = b.x;
-    out[4 * j + 1] = b.y;
-    out[4 * j + 2] = b.z;
-    out[4 * j + 3] = b.w;
-  }
-}
-#endif
-
-// One element: x * scale converted with the format's branchless code; r16 (the element's
+// One element: x * scale converted with the format's branchless code; rnd (the element's
 // sr_bits random bits) only for kSR.
 template <int kFmt, bool kSR>
-FRUGAL_INLINE Code<kFmt> convert_one(float v, float scale, bool sat, uint32_t r16) {
+FRUGAL_INLINE Code<kFmt> convert_one(float v, float scale, bool sat, uint32_t rnd) {
   const uint32_t u = detail::bit_cast<uint32_t>(v * scale);
   if constexpr (kSR) {
     if constexpr (kFmt == kFmtBF16) {
-      return bf16_sr_branchless(u, r16, sat);
+      return bf16_sr_branchless(u, rnd, sat);
     } else if constexpr (kFmt == kFmtF16) {
-      return static_cast<uint16_t>(small_sr_branchless<5, 10, true, 16>(u, r16, sat, 0x7E00u));
+      return static_cast<uint16_t>(small_sr_branchless<5, 10, true, 16>(u, rnd, sat, 0x7E00u));
     } else if constexpr (kFmt == kFmtE4M3) {
-      return static_cast<uint8_t>(small_sr_branchless<4, 3, false, 8>(u, r16, sat, 0x7Fu));
+      return static_cast<uint8_t>(small_sr_branchless<4, 3, false, 8>(u, rnd, sat, 0x7Fu));
     } else {
-      return static_cast<uint8_t>(small_sr_branchless<5, 2, true, 8>(u, r16, sat, 0x7Fu));
+      return static_cast<uint8_t>(small_sr_branchless<5, 2, true, 8>(u, rnd, sat, 0x7Fu));
     }
   } else {
     if constexpr (kFmt == kFmtBF16) {
@@ -139,6 +69,9 @@ FRUGAL_INLINE Code<kFmt> convert_one(float v, float scale, bool sat, uint32_t r1
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #define FRUGAL_AMP_AVX512 1
+// The SIMD helpers pass __m512i values; GCC's inliner gives up on the larger ones, which then
+// spill every register at the call.
+#define FRUGAL_AMP_SIMD_INLINE inline __attribute__((always_inline))
 // AVX-512 forms of small_sr_branchless and fp8_rne_branchless (amp/cast_bits.hpp), 16 lanes at
 // a time, same operations lane by lane (so the same bits; the tests compare every path with the
 // readable reference). The result lanes hold the codes in their low bits.
@@ -146,7 +79,7 @@ FRUGAL_INLINE Code<kFmt> convert_one(float v, float scale, bool sat, uint32_t r1
 FRUGAL_INLINE __m512i set1(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
 
 template <int kExp, int kMan, bool kHasInf, int kR>
-FRUGAL_INLINE __m512i small_sr_x16(__m512 v, __m512i r, bool saturate, uint32_t nan_code) {
+FRUGAL_AMP_SIMD_INLINE __m512i small_sr_x16(__m512 v, __m512i r, bool saturate, uint32_t nan_code) {
   constexpr int kBias = (1 << (kExp - 1)) - 1;
   constexpr int kShift = 23 - kMan;
   constexpr uint32_t kManMask = (1u << kMan) - 1;
@@ -229,92 +162,361 @@ FRUGAL_INLINE __m512i fp8_rne_x16(__m512 v, bool saturate) {
   return _mm512_or_si512(m, s);
 }
 
-// Converts 16 elements x[0..16) (random bits r for kSR) into y; returns their |x| bits.
-template <int kFmt, bool kSR>
-FRUGAL_INLINE __m512i convert_x16(const float* x, Code<kFmt>* y, __m512 vs, bool sat,
-                                  const Rand<kFmt>* r) {
+// Converts 16 elements x[0..16) to fp8 with nearest even into y; returns their |x| bits.
+template <int kFmt>
+FRUGAL_INLINE __m512i convert_rne_x16(const float* x, Code<kFmt>* y, __m512 vs, bool sat) {
   const __m512 xv = _mm512_loadu_ps(x);
-  const __m512 v = _mm512_mul_ps(xv, vs);
-  __m512i c;
-  if constexpr (kSR) {
+  const __m512i c = fp8_rne_x16<kFmt>(_mm512_mul_ps(xv, vs), sat);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
+  return _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu));
+}
+
+// Stochastic rounding, AVX-512. Philox4x32-kSrRounds of the 16 blocks with counters
+// first + offset .. first + 15 + offset (two groups of the stream layout in amp/cast_bits.hpp):
+// block b of a group sits in 64-bit lane b of its registers, its words in the low halves, so one
+// vpmuludq gives 8 full 32 x 32 -> 64-bit products and one vpternlogd a three-way XOR; the two
+// groups interleave to hide the multiply latency. rows[2 h + q] is row q of group h: its 32-bit
+// lanes (2 b, 2 b + 1) hold words (x, y) (row 0) or (z, w) (row 1) of the group's block b.
+FRUGAL_AMP_SIMD_INLINE void sr_philox_rows(const __m512i* keys, uint64_t offset, uint64_t first,
+                                           __m512i rows[4]) {
+  const __m512i off = _mm512_set1_epi64(static_cast<long long>(offset));
+  const __m512i c0 = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(first + offset)),
+                                      _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+  const __m512i c1 = _mm512_add_epi64(c0, _mm512_set1_epi64(8));
+  const __m512i one = _mm512_set1_epi64(1);
+  // Counter words: x = low 32 bits of first + b + offset (vpmuludq reads only the low halves),
+  // y = its high 32 bits, z = the carry of that 64-bit sum (it wrapped iff it is below offset).
+  __m512i x0 = c0, y0 = _mm512_srli_epi64(c0, 32);
+  __m512i z0 = _mm512_maskz_mov_epi64(_mm512_cmplt_epu64_mask(c0, off), one);
+  __m512i w0 = _mm512_setzero_si512();
+  __m512i x1 = c1, y1 = _mm512_srli_epi64(c1, 32);
+  __m512i z1 = _mm512_maskz_mov_epi64(_mm512_cmplt_epu64_mask(c1, off), one);
+  __m512i w1 = _mm512_setzero_si512();
+  const __m512i m0 = _mm512_set1_epi64(Philox4x32::kM0), m1 = _mm512_set1_epi64(Philox4x32::kM1);
+  for (int r = 0; r < kSrRounds; ++r) {
+    // The round keys are read from memory (folded into vpternlogd): kept in registers, they
+    // would take 14 of the 32 and push the conversions' constants out.
+    const __m512i vkx = keys[2 * r], vky = keys[2 * r + 1];
+    const __m512i p0a = _mm512_mul_epu32(x0, m0), p1a = _mm512_mul_epu32(z0, m1);
+    const __m512i p0b = _mm512_mul_epu32(x1, m0), p1b = _mm512_mul_epu32(z1, m1);
+    x0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1a, 32), y0, vkx, 0x96);
+    z0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0a, 32), w0, vky, 0x96);
+    x1 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1b, 32), y1, vkx, 0x96);
+    z1 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0b, 32), w1, vky, 0x96);
+    y0 = p1a;
+    w0 = p0a;
+    y1 = p1b;
+    w1 = p0b;
+  }
+  // Odd 32-bit lanes take the low half of y (w) from the even lane below: one masked vpshufd.
+  constexpr __mmask16 kOdd = 0xAAAA;
+  constexpr auto kLowToOdd = static_cast<_MM_PERM_ENUM>(0xA0);  // dwords (0, 0, 2, 2)
+  rows[0] = _mm512_mask_shuffle_epi32(x0, kOdd, y0, kLowToOdd);
+  rows[1] = _mm512_mask_shuffle_epi32(z0, kOdd, w0, kLowToOdd);
+  rows[2] = _mm512_mask_shuffle_epi32(x1, kOdd, y1, kLowToOdd);
+  rows[3] = _mm512_mask_shuffle_epi32(z1, kOdd, w1, kLowToOdd);
+}
+
+// Piece kQ (bits [kR kQ, kR kQ + kR)) of every 32-bit lane of a row, in the low bits.
+template <int kR, int kQ>
+FRUGAL_AMP_SIMD_INLINE __m512i sr_piece_x16(__m512i row) {
+  if constexpr (kR * (kQ + 1) == 32) {
+    return _mm512_srli_epi32(row, 32 - kR);
+  } else if constexpr (kQ == 0) {
+    return _mm512_and_si512(row, set1((1u << kR) - 1u));
+  } else {
+    return _mm512_and_si512(_mm512_srli_epi32(row, kR * kQ), set1((1u << kR) - 1u));
+  }
+}
+
+// bf16_sr_branchless lane by lane (r: 16 random bits per lane).
+FRUGAL_AMP_SIMD_INLINE __m512i bf16_sr_x16(__m512i u, __m512i a, __m512i r, bool saturate) {
+  __m512i m = _mm512_srli_epi32(_mm512_add_epi32(a, r), 16);
+  if (saturate) m = _mm512_min_epu32(m, set1(0x7F7Fu));
+  m = _mm512_mask_mov_epi32(m, _mm512_cmpgt_epu32_mask(a, set1(0x7F800000u)), set1(0x7FC0u));
+  return _mm512_or_si512(m, _mm512_and_si512(_mm512_srli_epi32(u, 16), set1(0x8000u)));
+}
+
+// Stochastic rounding of 16 scaled values v with piece kQ of `row` as their random bits. The
+// result is in "high-word form", so that one word permute packs two vectors: bits 16-31 of each
+// lane hold the f16 / bf16 code, or for fp8 the sign in bit 31 and the 7 magnitude bits at bit
+// kShift (23 - mantissa bits) up. The common case (the result a normal of the target, no overflow
+// possible) is the normal-path arithmetic of small_sr_branchless on the signed bits u, the random
+// bits aligned and the ceil constant and the rebias merged into one addend by one vpternlogd
+// (their bits do not overlap; the sum stays below 2^31 - so the sign bit passes through - for
+// these lanes). A vector with any other lane (below the smallest normal, near or past the largest
+// finite, Inf, NaN) takes the full lane-by-lane code instead.
+template <int kFmt, int kQ>
+FRUGAL_AMP_SIMD_INLINE __m512i sr_convert_x16(__m512 v, __m512i row, bool sat) {
+  constexpr int kR = sr_bits<kFmt>();
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i a = _mm512_and_si512(u, set1(0x7FFFFFFFu));
+  if constexpr (kFmt == kFmtBF16) {
+    // bf16 keeps fp32's exponent range: the high word of u + r is the code, sign included, unless
+    // |x| + r may reach the Inf exponent (|x| > 0x7F7F0000: near max, Inf, NaN).
+    const __m512i r = sr_piece_x16<16, kQ>(row);
+    const __mmask16 special = _mm512_cmpgt_epu32_mask(a, set1(0x7F7F0000u));
+    __m512i h = _mm512_add_epi32(u, r);
+    if (special != 0) h = _mm512_slli_epi32(bf16_sr_x16(u, a, r, sat), 16);
+    return h;
+  } else {
+    constexpr int kExp = kFmt == kFmtE4M3 ? 4 : 5;
+    constexpr int kMan = kFmt == kFmtF16 ? 10 : (kFmt == kFmtE4M3 ? 3 : 2);
+    constexpr bool kHasInf = kFmt != kFmtE4M3;
+    constexpr uint32_t kNan = kFmt == kFmtF16 ? 0x7E00u : 0x7Fu;
+    constexpr int kBias = (1 << (kExp - 1)) - 1;
+    constexpr int kShift = 23 - kMan;
+    constexpr uint32_t kManMask = (1u << kMan) - 1;
+    constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;
+    constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
+    constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
+    constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
+    // Largest |x| whose code stays <= kMaxCode for every addend (< 2^kShift).
+    constexpr uint32_t kNormMax = (kMaxCode + kRebias) << kShift;
+    const __mmask16 special =
+        _mm512_cmpgt_epu32_mask(_mm512_sub_epi32(a, set1(kMinNormal)), set1(kNormMax - kMinNormal));
+    __m512i h;
     if constexpr (kFmt == kFmtF16) {
-      const __m512i rv =
-          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r)));
-      c = small_sr_x16<5, 10, true, 16>(v, rv, sat, 0x7E00u);
-    } else {
-      const __m512i rv = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)));
-      if constexpr (kFmt == kFmtE4M3) {
-        c = small_sr_x16<4, 3, false, 8>(v, rv, sat, 0x7Fu);
+      // 8 (|x| - rebias) + r (r's top 13 bits align with the 13 dropped bits, so the high word
+      // is ((|x| + (r >> 3)) >> 13) - kRebias): (u << 3) drops the sign, the constant 2^30 is
+      // -8 (kRebias << 13) mod 2^32; the sign goes back into bit 31 with one vpternlogd.
+      constexpr uint32_t kUnbias8 = 0u - ((kRebias << kShift) << 3);
+      static_assert(kUnbias8 == 0x40000000u);
+      __m512i r;
+      if constexpr (kQ == 0) {
+        r = _mm512_ternarylogic_epi32(row, set1(0xFFFFu), set1(kUnbias8), 0xEA);  // (A&B)|C
       } else {
-        c = small_sr_x16<5, 2, true, 8>(v, rv, sat, 0x7Fu);
+        r = _mm512_or_si512(_mm512_srli_epi32(row, 16), set1(kUnbias8));
+      }
+      const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(u, 3), r);
+      h = _mm512_ternarylogic_epi32(set1(0x7FFFFFFFu), t, u, 0xCA);  // A ? B : C, bitwise
+      if (special != 0) {
+        h = _mm512_slli_epi32(
+            small_sr_x16<kExp, kMan, kHasInf, kR>(v, sr_piece_x16<kR, kQ>(row), sat, kNan), 16);
+      }
+    } else {
+      // (r << kUp) + 2^kUp - 1 (the ceil of small_sr_branchless) - (kRebias << kShift).
+      constexpr int kUp = kShift - kR;
+      constexpr int kMove = kUp - kR * kQ;
+      constexpr uint32_t kUnbias = 0u - (kRebias << kShift);  // bits >= 26 only
+      __m512i s;
+      if constexpr (kMove >= 0) {
+        s = _mm512_slli_epi32(row, kMove);
+      } else {
+        s = _mm512_srli_epi32(row, -kMove);
+      }
+      const __m512i add = _mm512_ternarylogic_epi32(s, set1(((1u << kR) - 1u) << kUp),
+                                                    set1(((1u << kUp) - 1u) | kUnbias), 0xEA);
+      h = _mm512_add_epi32(u, add);
+      if (special != 0) {
+        const __m512i c =
+            small_sr_x16<kExp, kMan, kHasInf, kR>(v, sr_piece_x16<kR, kQ>(row), sat, kNan);
+        h = _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(c, set1(0x7Fu)), kShift),
+                            _mm512_slli_epi32(_mm512_and_si512(c, set1(0x80u)), 24));
       }
     }
-  } else {
-    c = fp8_rne_x16<kFmt>(v, sat);
+    return h;
   }
-  if constexpr (kFmt == kFmtF16) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), _mm512_cvtepi32_epi16(c));
-  } else {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
+}
+
+// Elements 16 kP .. 16 kP + 15 of a group (rows: its two rows) in high-word form; max |x| bits
+// into vmax.
+template <int kFmt, bool kAmax, int kP>
+FRUGAL_AMP_SIMD_INLINE __m512i sr_high_x16(const float* xg, __m512 vs, bool sat, __m512i row0,
+                                           __m512i row1, __m512i& vmax) {
+  constexpr int kK = 32 / sr_bits<kFmt>();
+  const __m512 xv = _mm512_loadu_ps(xg + 16 * kP);
+  if constexpr (kAmax) {
+    vmax = _mm512_max_epu32(vmax, _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu)));
   }
-  return _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu));
+  return sr_convert_x16<kFmt, kP % kK>(_mm512_mul_ps(xv, vs), kP / kK == 0 ? row0 : row1, sat);
+}
+
+// The high words of a (elements 0-15) then b (16-31), in order.
+FRUGAL_AMP_SIMD_INLINE __m512i high_words(__m512i a, __m512i b) {
+  const __m512i idx =
+      _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                       25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm512_permutex2var_epi16(a, idx, b);
+}
+
+// 32 elements 32 kM .. 32 kM + 31 of a group: f16 / bf16 codes (one 64-byte store), or for fp8
+// the 16-bit words (sign << 7) | code in the low bytes.
+template <int kFmt, bool kAmax, int kM>
+FRUGAL_AMP_SIMD_INLINE __m512i sr_pair_x16(const float* xg, __m512 vs, bool sat, __m512i row0,
+                                           __m512i row1, __m512i& vmax) {
+  const __m512i w = high_words(sr_high_x16<kFmt, kAmax, 2 * kM>(xg, vs, sat, row0, row1, vmax),
+                               sr_high_x16<kFmt, kAmax, 2 * kM + 1>(xg, vs, sat, row0, row1, vmax));
+  if constexpr (kFmt <= kFmtBF16) {
+    return w;
+  } else {
+    // Word: sign in bit 15, magnitude code from bit kShift - 16 up (bits 11-14 are zero).
+    constexpr int kShift = 23 - (kFmt == kFmtE4M3 ? 3 : 2);
+    return _mm512_ternarylogic_epi32(set1(0x007F007Fu), _mm512_srli_epi16(w, kShift - 16),
+                                     _mm512_srli_epi16(w, 8), 0xCA);  // A ? B : C, bitwise
+  }
+}
+
+// 64 bytes to p: a non-temporal store (p 64-byte aligned) or a plain one.
+template <bool kNT>
+FRUGAL_AMP_SIMD_INLINE void store64(void* p, __m512i v) {
+  if constexpr (kNT) {
+    _mm512_stream_si512(static_cast<__m512i*>(p), v);
+  } else {
+    _mm512_storeu_si512(p, v);
+  }
+}
+
+// One full group of G = 8 E elements.
+template <int kFmt, bool kAmax, bool kNT, int... kM>
+FRUGAL_AMP_SIMD_INLINE void sr_group_x16(const float* xg, Code<kFmt>* yg, __m512 vs, bool sat,
+                                         __m512i row0, __m512i row1, __m512i& vmax,
+                                         std::integer_sequence<int, kM...>) {
+  if constexpr (kFmt <= kFmtBF16) {
+    (store64<kNT>(yg + 32 * kM, sr_pair_x16<kFmt, kAmax, kM>(xg, vs, sat, row0, row1, vmax)), ...);
+  } else {
+    // Four pairs: 128 codes; the low bytes of two word vectors make one 64-byte store.
+    const __m512i w[] = {sr_pair_x16<kFmt, kAmax, kM>(xg, vs, sat, row0, row1, vmax)...};
+    for (int m = 0; m < 4; m += 2) {
+#ifdef __AVX512VBMI__
+      const __m512i idx = _mm512_set_epi8(
+          126, 124, 122, 120, 118, 116, 114, 112, 110, 108, 106, 104, 102, 100, 98, 96, 94, 92, 90,
+          88, 86, 84, 82, 80, 78, 76, 74, 72, 70, 68, 66, 64, 62, 60, 58, 56, 54, 52, 50, 48, 46,
+          44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      store64<kNT>(yg + 32 * m, _mm512_permutex2var_epi8(w[m], idx, w[m + 1]));
+#else
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(yg + 32 * m), _mm512_cvtepi16_epi8(w[m]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(yg + 32 * m + 32),
+                          _mm512_cvtepi16_epi8(w[m + 1]));
+#endif
+    }
+  }
+}
+
+// The full groups of [i, gend) (i a multiple of the group size): two groups per Philox call
+// (their chains interleave), then at most one more. Returns where it stopped. vmax: max |x| bits.
+template <int kFmt, bool kAmax, bool kNT>
+int64_t sr_groups_x16(const float* x, Code<kFmt>* y, int64_t i, int64_t gend, const __m512i* keys,
+                      uint64_t offset, __m512 vs, bool sat, __m512i& vmax_out) {
+  constexpr int64_t kE = 128 / sr_bits<kFmt>(), kG = 8 * kE;
+  using Pairs = std::make_integer_sequence<int, static_cast<int>(kG / 32)>;
+  __m512i vmax = vmax_out;  // a local: the byte stores below may alias anything in memory
+  for (; i + 2 * kG <= gend; i += 2 * kG) {
+    __m512i rows[4];
+    sr_philox_rows(keys, offset, static_cast<uint64_t>(i / kE), rows);
+    sr_group_x16<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, rows[0], rows[1], vmax, Pairs{});
+    sr_group_x16<kFmt, kAmax, kNT>(x + i + kG, y + i + kG, vs, sat, rows[2], rows[3], vmax,
+                                   Pairs{});
+  }
+  if (i + kG <= gend) {
+    __m512i rows[4];
+    sr_philox_rows(keys, offset, static_cast<uint64_t>(i / kE), rows);
+    sr_group_x16<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, rows[0], rows[1], vmax, Pairs{});
+    i += kG;
+  }
+  vmax_out = vmax;
+  return i;
 }
 #endif
 
+// Stochastic rounding of elements [lo, hi) of the full groups (lo a multiple of the group
+// size), one group at a time, scalar: the stream layout of amp/cast_bits.hpp spelled out.
+template <int kFmt, bool kAmax>
+void sr_groups_scalar(const float* x, Code<kFmt>* y, int64_t lo, int64_t hi, float scale, bool sat,
+                      uint64_t seed, uint64_t offset, uint32_t& amax) {
+  constexpr int kR = sr_bits<kFmt>();
+  constexpr int64_t kE = 128 / kR, kG = 8 * kE;
+  for (int64_t g0 = lo; g0 < hi; g0 += kG) {
+    Uint4 blk[8];
+    for (int b = 0; b < 8; ++b) {
+      blk[b] = sr_philox(philox_counter(static_cast<uint64_t>(g0 / kE + b), offset), seed);
+    }
+    for (int j = 0; j < kG; ++j) {
+      const float v = x[g0 + j];
+      if constexpr (kAmax) amax = std::max(amax, detail::bit_cast<uint32_t>(v) & 0x7FFFFFFFu);
+      y[g0 + j] = convert_one<kFmt, true>(v, scale, sat, sr_group_random(blk, j, kR));
+    }
+  }
+}
+
+// Stochastic rounding of elements [lo, hi) of the tail (after the last full group, which ends
+// at `full`): block by block in stream order.
+template <int kFmt, bool kAmax>
+void sr_tail_scalar(const float* x, Code<kFmt>* y, int64_t full, int64_t lo, int64_t hi,
+                    float scale, bool sat, uint64_t seed, uint64_t offset, uint32_t& amax) {
+  constexpr int kR = sr_bits<kFmt>();
+  constexpr int64_t kE = 128 / kR, kK = 32 / kR;
+  for (int64_t i = lo; i < hi; ++i) {
+    const int64_t t = i - full;
+    const Uint4 b =
+        sr_philox(philox_counter(static_cast<uint64_t>(full / kE + t / kE), offset), seed);
+    const float v = x[i];
+    if constexpr (kAmax) amax = std::max(amax, detail::bit_cast<uint32_t>(v) & 0x7FFFFFFFu);
+    y[i] = convert_one<kFmt, true>(
+        v, scale, sat, sr_piece(b, static_cast<int>(t % kE / kK), static_cast<int>(t % kK), kR));
+  }
+}
+
+// Stochastic rounding of elements [begin, end) of n (begin a multiple of kBlock, so of the
+// group size).
+template <int kFmt, bool kAmax>
+uint32_t cast_block_sr(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, int64_t n,
+                       float scale, bool sat, uint64_t seed, uint64_t offset) {
+  constexpr int kR = sr_bits<kFmt>();
+  constexpr int64_t kE = 128 / kR, kG = 8 * kE;
+  const int64_t full = n / kG * kG;
+  const int64_t gend = std::min(end, full);
+  uint32_t amax = 0;
+  int64_t i = begin;
+#ifdef FRUGAL_AMP_AVX512
+  __m512i keys[2 * kSrRounds];
+  const Uint2 k0 = Philox4x32::key_of(seed);
+  for (int r = 0; r < kSrRounds; ++r) {
+    keys[2 * r] = set1(k0.x + static_cast<uint32_t>(r) * Philox4x32::kW0);
+    keys[2 * r + 1] = set1(k0.y + static_cast<uint32_t>(r) * Philox4x32::kW1);
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+  __m512i vmax = _mm512_setzero_si512();
+  // Outputs far larger than the caches bypass them (no read-for-ownership of the output lines);
+  // smaller ones stay cached for the consumer that reads them next.
+  if (n * static_cast<int64_t>(sizeof(Code<kFmt>)) >= kStreamBytes &&
+      reinterpret_cast<uintptr_t>(y + i) % 64 == 0) {
+    i = sr_groups_x16<kFmt, kAmax, true>(x, y, i, gend, keys, offset, vs, sat, vmax);
+    _mm_sfence();
+  } else {
+    i = sr_groups_x16<kFmt, kAmax, false>(x, y, i, gend, keys, offset, vs, sat, vmax);
+  }
+  if constexpr (kAmax) amax = static_cast<uint32_t>(_mm512_reduce_max_epu32(vmax));
+#endif
+  if (i < gend) sr_groups_scalar<kFmt, kAmax>(x, y, i, gend, scale, sat, seed, offset, amax);
+  if (end > full) {
+    sr_tail_scalar<kFmt, kAmax>(x, y, full, std::max(begin, full), end, scale, sat, seed, offset,
+                                amax);
+  }
+  return amax;
+}
+
 template <int kFmt, bool kSR, bool kAmax>
-uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, float scale,
-                    Overflow ov, uint64_t seed, uint64_t offset) {
+uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, int64_t n,
+                    float scale, Overflow ov, uint64_t seed, uint64_t offset) {
   const bool sat = ov == Overflow::kSaturate;
+  if constexpr (kSR) {
+    return cast_block_sr<kFmt, kAmax>(x, y, begin, end, n, scale, sat, seed, offset);
+  }
   uint32_t amax = 0;
 #ifdef FRUGAL_AMP_AVX512
-  // The SIMD paths below handle f16 / fp8 stochastic and fp8 nearest even (bf16 and f16 nearest
-  // even vectorize well from the scalar branchless code or use F16C).
-  constexpr bool kSimd = kSR ? kFmt != kFmtBF16 : kFmt >= kFmtE4M3;
+  // The SIMD path below handles fp8 nearest even (bf16 and f16 nearest even vectorize well from
+  // the scalar branchless code or use F16C).
+  constexpr bool kSimd = kFmt >= kFmtE4M3;
   const __m512 vs = _mm512_set1_ps(scale);
   __m512i vmax = _mm512_setzero_si512();
 #endif
-  if constexpr (kSR) {
-    // 16 Philox blocks give the random bits of kC elements, then the conversions. `begin` is a
-    // multiple of kBlock, so chunks start on Philox block boundaries.
-    constexpr int64_t kC = kChunk<kFmt>;
-    alignas(64) uint32_t words[4 * kPhiloxBlocks];
-    for (int64_t c0 = begin; c0 < end; c0 += kC) {
-      const int64_t m = std::min<int64_t>(kC, end - c0);
-      philox_batch(seed, offset, static_cast<uint64_t>(c0 / (kC / kPhiloxBlocks)), words);
-      Rand<kFmt> rnd[kC];
-      static_assert(sizeof(rnd) == sizeof(words));
-      std::memcpy(rnd, words, sizeof(rnd));  // little-endian: low bits of each word first
-      const float* xc = x + c0;
-      Code<kFmt>* yc = y + c0;
-      int64_t j0 = 0;
-#ifdef FRUGAL_AMP_AVX512
-      if constexpr (kSimd) {
-        for (; j0 + 16 <= m; j0 += 16) {
-          const __m512i ax = convert_x16<kFmt, true>(xc + j0, yc + j0, vs, sat, rnd + j0);
-          if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
-        }
-      }
-#endif
-      if (m == kC && j0 == 0) {
-        for (int64_t j = 0; j < kC; ++j) {
-          if constexpr (kAmax)
-            amax = std::max(amax, detail::bit_cast<uint32_t>(xc[j]) & 0x7FFFFFFFu);
-          yc[j] = convert_one<kFmt, true>(xc[j], scale, sat, rnd[j]);
-        }
-      } else {
-        for (int64_t j = j0; j < m; ++j) {
-          if constexpr (kAmax)
-            amax = std::max(amax, detail::bit_cast<uint32_t>(xc[j]) & 0x7FFFFFFFu);
-          yc[j] = convert_one<kFmt, true>(xc[j], scale, sat, rnd[j]);
-        }
-      }
-    }
-  } else {
+  {
     int64_t i0 = begin;
 #ifdef FRUGAL_AMP_AVX512
     if constexpr (kSimd) {
       for (; i0 + 16 <= end; i0 += 16) {
-        const __m512i ax = convert_x16<kFmt, false>(x + i0, y + i0, vs, sat, nullptr);
+        const __m512i ax = convert_rne_x16<kFmt>(x + i0, y + i0, vs, sat);
         if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
       }
     }
@@ -378,7 +580,7 @@ float run(ConstTensorView x, TensorView out, const amp::CastOptions& opt, const 
                         for (int64_t b = r.begin(); b < r.end(); ++b) {
                           const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
                           partial[b] = cast_block<kFmt, kSR, kAmax>(
-                              xs, ys, lo, hi, opt.scale, opt.overflow, ctx.seed, ctx.offset);
+                              xs, ys, lo, hi, n, opt.scale, opt.overflow, ctx.seed, ctx.offset);
                         }
                       });
   });

@@ -1,38 +1,68 @@
-// Unscale-and-check on the CPU: g *= inv_scale and a non-finite test in one pass, oneTBB blocks
-// of 64K elements. The test is on the input bits (exponent all ones), so it does not depend on
-// the product, and the flag is an OR, independent of the thread count.
+// Unscale-and-check on the CPU, multi-tensor: every gradient is cut into chunks of at most 64K
+// elements and one oneTBB loop runs over the chunks of all tensors (one pass, one parallel region
+// per call however many tensors a model has). Each chunk does g *= inv_scale and tests the input
+// bits for an all-ones exponent; a chunk that saw one stores 1 in its tensor's flag (an OR, so the
+// flags do not depend on the thread count or the order of the chunks).
 #include <oneapi/tbb/blocked_range.h>
-#include <oneapi/tbb/parallel_reduce.h>
+#include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
-#include <functional>
 
 #include "amp/amp_internal.hpp"
 
 namespace frugal::cpu {
+namespace {
 
-bool amp_unscale_check(TensorView g, float inv_scale, const ExecContext& ctx) {
-  constexpr int64_t kBlock = int64_t{1} << 16;
-  const int64_t n = g.numel();
-  float* p = g.data_as<float>();
-  bool bad = false;
-  ctx.run([&] {
-    bad = tbb::parallel_reduce(
-        tbb::blocked_range<int64_t>(0, n, kBlock), false,
-        [&](const tbb::blocked_range<int64_t>& r, bool acc) {
-          uint32_t nf = 0;
-          for (int64_t i = r.begin(); i < r.end(); ++i) {
-            const float v = p[i];
-            nf |=
-                static_cast<uint32_t>((detail::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u);
-            p[i] = v * inv_scale;
-          }
-          return acc || nf != 0;
-        },
-        std::logical_or<bool>());
-  });
-  return bad;
+constexpr int64_t kChunk = int64_t{1} << 16;
+
+// g[0, n) *= inv_scale; true when an input was Inf or NaN.
+bool unscale_range(float* g, int64_t n, float inv_scale) {
+  uint32_t nf = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = g[i];
+    nf |= static_cast<uint32_t>((detail::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u);
+    g[i] = v * inv_scale;
+  }
+  return nf != 0;
+}
+
+}  // namespace
+
+std::vector<uint8_t> amp_unscale_check_multi(const std::vector<TensorView>& grads, float inv_scale,
+                                             const ExecContext& ctx) {
+  struct Chunk {
+    float* data;
+    int64_t n;
+    size_t tensor;
+  };
+  std::vector<Chunk> chunks;
+  for (size_t t = 0; t < grads.size(); ++t) {
+    float* p = grads[t].data_as<float>();
+    const int64_t n = grads[t].numel();
+    for (int64_t b = 0; b < n; b += kChunk) chunks.push_back({p + b, std::min(kChunk, n - b), t});
+  }
+  std::vector<std::atomic<uint8_t>> flags(grads.size());
+  for (auto& f : flags) f.store(0, std::memory_order_relaxed);
+  auto run = [&](size_t begin, size_t end) {
+    for (size_t c = begin; c < end; ++c) {
+      if (unscale_range(chunks[c].data, chunks[c].n, inv_scale)) {
+        flags[chunks[c].tensor].store(1, std::memory_order_relaxed);
+      }
+    }
+  };
+  if (chunks.size() <= 1) {
+    run(0, chunks.size());  // one chunk: no parallel region
+  } else {
+    ctx.run([&] {
+      tbb::parallel_for(tbb::blocked_range<size_t>(0, chunks.size(), 1),
+                        [&](const tbb::blocked_range<size_t>& r) { run(r.begin(), r.end()); });
+    });
+  }
+  std::vector<uint8_t> out(grads.size());
+  for (size_t t = 0; t < grads.size(); ++t) out[t] = flags[t].load(std::memory_order_relaxed);
+  return out;
 }
 
 }  // namespace frugal::cpu

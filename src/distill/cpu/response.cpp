@@ -159,16 +159,19 @@ template <class T>
   return z;
 }
 
-/// One row. s (c); t (c) dense or (k) top-k values with idx (k); g (c) out; st, sc scratch of
+/// One row. s (c); t (c) dense or (k) top-k values with idx (k); lse: the row's teacher
+/// log-sum-exp at T for the uniform-tail top-k teacher, or null; g (c) out; st, sc scratch of
 /// (c or k) and (c). kd_scale = alpha T / N, ce_scale = (1 - alpha) / N (label < 0: no CE).
 template <class T>
 [[gnu::always_inline]] inline RowKd kd_row(const T* __restrict s, const T* __restrict t,
-                                           const int64_t* __restrict idx, int64_t k, int64_t label,
-                                           int64_t c, T inv_t, T kd_scale, T ce_scale,
-                                           T* __restrict g, T* __restrict st, T* __restrict sc) {
+                                           const int64_t* __restrict idx, const T* lse, int64_t k,
+                                           int64_t label, int64_t c, T inv_t, T kd_scale,
+                                           T ce_scale, T* __restrict g, T* __restrict st,
+                                           T* __restrict sc) {
   using V = typename Simd<T>::V;
   constexpr int L = Simd<T>::kLanes;
   RowKd out;
+  T tail_q = T(0);  // uniform tail: q of every class not stored
   const bool dense = idx == nullptr;
   const int64_t nt = dense ? c : k;
   const bool ce = label >= 0;
@@ -188,6 +191,7 @@ template <class T>
   T ms, mt, cs, ct;
   max_and_check(s, c, ms, cs);
   max_and_check(t, nt, mt, ct);
+  if (lse != nullptr) ct += *lse - *lse;
   if (!std::isfinite(cs + ct)) {
     out.bad = KdBad::kKdNonFinite;
     return out;
@@ -226,7 +230,7 @@ template <class T>
       zt += static_cast<double>(eb);
       w += static_cast<double>(eb * (b - a));
     }
-  } else {
+  } else if (lse == nullptr) {
     zs = exp_store_sum(s, c, inv_t, os, g);
     zt = w = 0.0;
     for (int64_t i = 0; i < k; ++i) {
@@ -237,8 +241,42 @@ template <class T>
       zt += static_cast<double>(eb);
       w += static_cast<double>(eb * (b - a));
     }
+  } else {
+    // Uniform tail: q_i = exp(t_i / T - lse) stored, m = 1 - sum q_i over the other C - k
+    // classes, m / (C - k) each. With a = s / T - max (log p = a - log Z_p):
+    // KL = sum_i q_i (log q_i - a_i) + m log(m / (C - k)) - (m / (C - k)) sum_{c not stored} a_c
+    //      + (sum_c q_c) log Z_p.
+    zs = exp_store_sum(s, c, inv_t, os, g);
+    // sum over all c of a_c = (sum s) / T - c max / T; sum s in SIMD lanes, added in double.
+    double sum_s = 0.0;
+    {
+      V acc = V{};
+      const int64_t cb = c / L * L;
+      for (int64_t j = 0; j < cb; j += L) acc += load<V>(s + j);
+      sum_s = hsum(acc);
+      for (int64_t j = cb; j < c; ++j) sum_s += static_cast<double>(s[j]);
+    }
+    const double sum_a =
+        sum_s * static_cast<double>(inv_t) - static_cast<double>(c) * static_cast<double>(os);
+    double qsum = 0.0, sum_a_stored = 0.0;
+    w = 0.0;
+    for (int64_t i = 0; i < k; ++i) {
+      const T a = s[idx[i]] * inv_t - os;
+      const T lq = t[i] * inv_t - *lse;
+      const T q = exp_nonpos(lq < T(0) ? lq : T(0));
+      st[i] = q;
+      qsum += static_cast<double>(q);
+      sum_a_stored += static_cast<double>(a);
+      w += static_cast<double>(q) * (static_cast<double>(lq) - static_cast<double>(a));
+    }
+    const double m = qsum < 1.0 ? 1.0 - qsum : 0.0;
+    const double qt = k < c ? m / static_cast<double>(c - k) : 0.0;
+    w += (m > 0.0 && k < c ? m * std::log(qt) : 0.0) - qt * (sum_a - sum_a_stored);
+    out.kl = w + (qsum + (k < c ? m : 0.0)) * std::log(zs);
+    tail_q = static_cast<T>(qt);
+    zt = 1.0;
   }
-  out.kl = w / zt - std::log(zt) + std::log(zs);
+  if (lse == nullptr) out.kl = w / zt - std::log(zt) + std::log(zs);
   // Cross-entropy at temperature 1 shares the row maximum.
   double zc = 1.0;
   if (ce) {
@@ -269,35 +307,50 @@ template <class T>
     for (int64_t j = cb; j < c; ++j) {
       g[j] = (g[j] - st[j]) * as + st[j] * (as - at) + sc[j] * ac;
     }
-  } else if (!ce) {
+  } else if (lse == nullptr && !ce) {
     for (int64_t j = 0; j < cb; j += L) store(g + j, load<V>(g + j) * asv);
     for (int64_t j = cb; j < c; ++j) g[j] = g[j] * as;
-  } else {
+  } else if (lse == nullptr) {
     for (int64_t j = 0; j < cb; j += L) store(g + j, load<V>(g + j) * asv + load<V>(sc + j) * acv);
     for (int64_t j = cb; j < c; ++j) g[j] = g[j] * as + sc[j] * ac;
+  } else {
+    // Uniform tail: kd_scale (p - q_tail) everywhere, the stored classes corrected below.
+    const T tq = tail_q * kd_scale;
+    const V tqv = splat<V>(tq);
+    if (ce) {
+      for (int64_t j = 0; j < cb; j += L) {
+        store(g + j, load<V>(g + j) * asv - tqv + load<V>(sc + j) * acv);
+      }
+      for (int64_t j = cb; j < c; ++j) g[j] = g[j] * as - tq + sc[j] * ac;
+    } else {
+      for (int64_t j = 0; j < cb; j += L) store(g + j, load<V>(g + j) * asv - tqv);
+      for (int64_t j = cb; j < c; ++j) g[j] = g[j] * as - tq;
+    }
   }
-  if (!dense) {
+  if (!dense && lse == nullptr) {
     for (int64_t i = 0; i < k; ++i) g[idx[i]] -= st[i] * at;
+  } else if (!dense) {
+    for (int64_t i = 0; i < k; ++i) g[idx[i]] -= (st[i] - tail_q) * kd_scale;
   }
   if (ce) g[label] -= ce_scale;
   return out;
 }
 
-RowKd kd_row_f32(const float* s, const float* t, const int64_t* idx, int64_t k, int64_t label,
-                 int64_t c, float inv_t, float kd_scale, float ce_scale, float* g, float* st,
-                 float* sc) {
-  return kd_row<float>(s, t, idx, k, label, c, inv_t, kd_scale, ce_scale, g, st, sc);
+RowKd kd_row_f32(const float* s, const float* t, const int64_t* idx, const float* lse, int64_t k,
+                 int64_t label, int64_t c, float inv_t, float kd_scale, float ce_scale, float* g,
+                 float* st, float* sc) {
+  return kd_row<float>(s, t, idx, lse, k, label, c, inv_t, kd_scale, ce_scale, g, st, sc);
 }
 
-RowKd kd_row_any(const float* s, const float* t, const int64_t* idx, int64_t k, int64_t label,
-                 int64_t c, float inv_t, float kd_scale, float ce_scale, float* g, float* st,
-                 float* sc) {
-  return kd_row_f32(s, t, idx, k, label, c, inv_t, kd_scale, ce_scale, g, st, sc);
+RowKd kd_row_any(const float* s, const float* t, const int64_t* idx, const float* lse, int64_t k,
+                 int64_t label, int64_t c, float inv_t, float kd_scale, float ce_scale, float* g,
+                 float* st, float* sc) {
+  return kd_row_f32(s, t, idx, lse, k, label, c, inv_t, kd_scale, ce_scale, g, st, sc);
 }
-RowKd kd_row_any(const double* s, const double* t, const int64_t* idx, int64_t k, int64_t label,
-                 int64_t c, double inv_t, double kd_scale, double ce_scale, double* g, double* st,
-                 double* sc) {
-  return kd_row<double>(s, t, idx, k, label, c, inv_t, kd_scale, ce_scale, g, st, sc);
+RowKd kd_row_any(const double* s, const double* t, const int64_t* idx, const double* lse, int64_t k,
+                 int64_t label, int64_t c, double inv_t, double kd_scale, double ce_scale,
+                 double* g, double* st, double* sc) {
+  return kd_row<double>(s, t, idx, lse, k, label, c, inv_t, kd_scale, ce_scale, g, st, sc);
 }
 
 // Logits per task: rows are grouped up to this many elements.
@@ -306,8 +359,9 @@ constexpr int64_t kRowGrainElems = 1 << 14;
 }  // namespace
 
 void distill_kd_loss(ConstTensorView student, ConstTensorView teacher, ConstTensorView indices,
-                     ConstTensorView labels, double temperature, double kd_scale, double ce_scale,
-                     TensorView grad, double* out, const ExecContext& ctx) {
+                     ConstTensorView lse, ConstTensorView labels, double temperature,
+                     double kd_scale, double ce_scale, TensorView grad, double* out,
+                     const ExecContext& ctx) {
   const int64_t n = student.shape[0];
   const int64_t c = student.shape[1];
   const bool dense = indices.data == nullptr;
@@ -321,6 +375,7 @@ void distill_kd_loss(ConstTensorView student, ConstTensorView teacher, ConstTens
   detail::visit_real(student.dtype, "distill_kd_loss", [&]<class T>() {
     const T* ps = student.data_as<T>();
     const T* pt = teacher.data_as<T>();
+    const T* pz = lse.data != nullptr ? lse.data_as<T>() : nullptr;
     T* pg = grad.data_as<T>();
     const T inv_t = static_cast<T>(1.0 / temperature);
     const auto ks = static_cast<T>(kd_scale);
@@ -331,7 +386,8 @@ void distill_kd_loss(ConstTensorView student, ConstTensorView teacher, ConstTens
           tbb::blocked_range<int64_t>(0, n, grain), [&](const tbb::blocked_range<int64_t>& r) {
             std::vector<T> scratch(static_cast<std::size_t>(nt + c));
             for (int64_t i = r.begin(); i < r.end(); ++i) {
-              const RowKd rk = kd_row_any(ps + i * c, pt + i * nt, dense ? nullptr : pi + i * k, k,
+              const RowKd rk = kd_row_any(ps + i * c, pt + i * nt, dense ? nullptr : pi + i * k,
+                                          pz != nullptr ? pz + i : nullptr, k,
                                           pl != nullptr ? (pl[i] < 0 ? c : pl[i]) : -1, c, inv_t,
                                           ks, cs, pg + i * c, scratch.data(), scratch.data() + nt);
               row_kl[i] = rk.kl;
@@ -357,6 +413,38 @@ void distill_kd_loss(ConstTensorView student, ConstTensorView teacher, ConstTens
       break;
     }
   }
+}
+
+void distill_row_lse(ConstTensorView x, double temperature, TensorView lse,
+                     const ExecContext& ctx) {
+  const int64_t n = x.shape[0];
+  const int64_t c = x.shape[1];
+  double* out = lse.data_as<double>();
+  const double inv_t = 1.0 / temperature;
+  detail::visit_real(x.dtype, "distill_row_lse", [&]<class T>() {
+    const T* px = x.data_as<T>();
+    const int64_t grain = std::max<int64_t>(1, kRowGrainElems / std::max<int64_t>(c, 1));
+    ctx.run([&] {
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, grain),
+                        [&](const tbb::blocked_range<int64_t>& r) {
+                          for (int64_t i = r.begin(); i < r.end(); ++i) {
+                            const T* row = px + i * c;
+                            double m = -std::numeric_limits<double>::infinity();
+                            double chk = 0.0;
+                            for (int64_t j = 0; j < c; ++j) {
+                              const double v = static_cast<double>(row[j]) * inv_t;
+                              m = v > m ? v : m;
+                              chk += v - v;
+                            }
+                            double z = 0.0;
+                            for (int64_t j = 0; j < c; ++j) {
+                              z += std::exp(static_cast<double>(row[j]) * inv_t - m);
+                            }
+                            out[i] = std::isfinite(chk) ? m + std::log(z) : chk;
+                          }
+                        });
+    });
+  });
 }
 
 }  // namespace frugal::distill::cpu
