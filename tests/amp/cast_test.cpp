@@ -430,16 +430,16 @@ namespace {
 TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
   // The CPU's vectorized stochastic paths must give the bits of the readable integer conversion
   // (detail::encode_sr) that the CUDA kernel runs, with the stream of detail::sr_random, on
-  // every class of input, for every target and overflow mode. Lengths: several oneTBB blocks with
-  // a tail, an odd number of full groups in the last block, shorter than one group, one element.
+  // every class of input, for every target, overflow mode and scale. Inputs: random bit patterns
+  // (every class, but almost no 16-lane vector of ordinary values) and normally distributed data
+  // at three magnitudes with zeros (mostly all-ordinary vectors: the fast paths, plus fp8
+  // subnormal lanes at the small magnitude and overflow at the large one). Lengths: several
+  // oneTBB blocks with a tail, an odd number of full groups in the last block, shorter than one
+  // group, one element.
   std::mt19937 gen(23);
-  for (const int64_t n :
-       {int64_t{(1 << 18) + 77}, int64_t{65536 + 1024 + 64 + 3}, int64_t{100}, int64_t{1}}) {
-    std::vector<float> v(static_cast<size_t>(n));
-    for (auto& x : v) {
-      const uint32_t u = gen();
-      std::memcpy(&x, &u, 4);
-    }
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const auto check = [](const std::vector<float>& v, float scale) {
+    const auto n = static_cast<int64_t>(v.size());
     const Tensor x = Tensor::from_vector(v, Shape{n});
     ExecContext ctx;
     ctx.seed = 8;
@@ -448,19 +448,36 @@ TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
       CastOptions opt;
       opt.rounding = Rounding::kStochastic;
       opt.overflow = ov;
+      opt.scale = scale;
       const auto h = codes_of(cast(x.cview(), DType::kF16, opt, ctx).out);
       const auto b = codes_of(cast(x.cview(), DType::kBF16, opt, ctx).out);
       const auto e4 = codes_of(cast(x.cview(), DType::kF8E4M3, opt, ctx).out);
       const auto e5 = codes_of(cast(x.cview(), DType::kF8E5M2, opt, ctx).out);
       for (int64_t i = 0; i < n; ++i) {
         const auto k = static_cast<size_t>(i);
+        const float xs = v[k] * scale;  // the cast scales in fp32 first
         const uint32_t r = detail::sr_random(ctx.seed, ctx.offset, n, i, 16);
         const uint32_t r8 = detail::sr_random(ctx.seed, ctx.offset, n, i, 8);
-        ASSERT_EQ(h[k], detail::encode_sr<detail::kFmtF16>(v[k], ov, r)) << n << " " << v[k];
-        ASSERT_EQ(b[k], detail::encode_sr<detail::kFmtBF16>(v[k], ov, r)) << n << " " << v[k];
-        ASSERT_EQ(e4[k], detail::encode_sr<detail::kFmtE4M3>(v[k], ov, r8)) << n << " " << v[k];
-        ASSERT_EQ(e5[k], detail::encode_sr<detail::kFmtE5M2>(v[k], ov, r8)) << n << " " << v[k];
+        ASSERT_EQ(h[k], detail::encode_sr<detail::kFmtF16>(xs, ov, r)) << n << " " << v[k];
+        ASSERT_EQ(b[k], detail::encode_sr<detail::kFmtBF16>(xs, ov, r)) << n << " " << v[k];
+        ASSERT_EQ(e4[k], detail::encode_sr<detail::kFmtE4M3>(xs, ov, r8)) << n << " " << v[k];
+        ASSERT_EQ(e5[k], detail::encode_sr<detail::kFmtE5M2>(xs, ov, r8)) << n << " " << v[k];
       }
+    }
+  };
+  for (const int64_t n :
+       {int64_t{(1 << 18) + 77}, int64_t{65536 + 1024 + 64 + 3}, int64_t{100}, int64_t{1}}) {
+    std::vector<float> bits(static_cast<size_t>(n));
+    for (auto& x : bits) {
+      const uint32_t u = gen();
+      std::memcpy(&x, &u, 4);
+    }
+    check(bits, 1.f);
+    for (const float magnitude : {1e-3f, 1.f, 300.f}) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (size_t k = 0; k < v.size(); ++k) v[k] = k % 97 == 5 ? 0.f : magnitude * normal(gen);
+      check(v, 1.f);
+      check(v, 0.75f);
     }
   }
 }

@@ -239,15 +239,16 @@ FRUGAL_AMP_SIMD_INLINE __m512i bf16_sr_x16(__m512i u, __m512i a, __m512i r, bool
 
 // Stochastic rounding of 16 scaled values v with piece kQ of `row` as their random bits. The
 // result is in "high-word form", so that one word permute packs two vectors: bits 16-31 of each
-// lane hold the f16 / bf16 code, or for fp8 the sign in bit 31 and the 7 magnitude bits at bit
+// lane hold the bf16 code, or for fp8 the sign in bit 31 and the 7 magnitude bits at bit
 // kShift (23 - mantissa bits) up. The common case (the result a normal of the target, no overflow
 // possible) is the normal-path arithmetic of small_sr_branchless on the signed bits u, the random
 // bits aligned and the ceil constant and the rebias merged into one addend by one vpternlogd
 // (their bits do not overlap; the sum stays below 2^31 - so the sign bit passes through - for
-// these lanes). A vector with any other lane (below the smallest normal, near or past the largest
-// finite, Inf, NaN) takes the full lane-by-lane code instead.
+// these lanes). A vector with any other lane takes a slower path: the subnormal code alone for fp8
+// when every such lane is below the smallest normal, else (near or past the largest finite, Inf,
+// NaN) the full lane-by-lane code. f16 has its own form, sr_f16_x16.
 template <int kFmt, int kQ>
-FRUGAL_AMP_SIMD_INLINE __m512i sr_convert_x16(__m512 v, __m512i row, bool sat) {
+FRUGAL_AMP_SIMD_INLINE __m512i sr_convert_x16(__m512 v, __m512i row, bool sat, const __m512i* cst) {
   constexpr int kR = sr_bits<kFmt>();
   const __m512i u = _mm512_castps_si512(v);
   const __m512i a = _mm512_and_si512(u, set1(0x7FFFFFFFu));
@@ -260,10 +261,11 @@ FRUGAL_AMP_SIMD_INLINE __m512i sr_convert_x16(__m512 v, __m512i row, bool sat) {
     if (special != 0) h = _mm512_slli_epi32(bf16_sr_x16(u, a, r, sat), 16);
     return h;
   } else {
+    static_assert(kFmt != kFmtF16, "f16 takes sr_f16_x16");
     constexpr int kExp = kFmt == kFmtE4M3 ? 4 : 5;
-    constexpr int kMan = kFmt == kFmtF16 ? 10 : (kFmt == kFmtE4M3 ? 3 : 2);
+    constexpr int kMan = kFmt == kFmtE4M3 ? 3 : 2;
     constexpr bool kHasInf = kFmt != kFmtE4M3;
-    constexpr uint32_t kNan = kFmt == kFmtF16 ? 0x7E00u : 0x7Fu;
+    constexpr uint32_t kNan = 0x7Fu;
     constexpr int kBias = (1 << (kExp - 1)) - 1;
     constexpr int kShift = 23 - kMan;
     constexpr uint32_t kManMask = (1u << kMan) - 1;
@@ -275,61 +277,80 @@ FRUGAL_AMP_SIMD_INLINE __m512i sr_convert_x16(__m512 v, __m512i row, bool sat) {
     constexpr uint32_t kNormMax = (kMaxCode + kRebias) << kShift;
     const __mmask16 special =
         _mm512_cmpgt_epu32_mask(_mm512_sub_epi32(a, set1(kMinNormal)), set1(kNormMax - kMinNormal));
-    __m512i h;
-    if constexpr (kFmt == kFmtF16) {
-      // 8 (|x| - rebias) + r (r's top 13 bits align with the 13 dropped bits, so the high word
-      // is ((|x| + (r >> 3)) >> 13) - kRebias): (u << 3) drops the sign, the constant 2^30 is
-      // -8 (kRebias << 13) mod 2^32; the sign goes back into bit 31 with one vpternlogd.
-      constexpr uint32_t kUnbias8 = 0u - ((kRebias << kShift) << 3);
-      static_assert(kUnbias8 == 0x40000000u);
-      __m512i r;
-      if constexpr (kQ == 0) {
-        r = _mm512_ternarylogic_epi32(row, set1(0xFFFFu), set1(kUnbias8), 0xEA);  // (A&B)|C
-      } else {
-        r = _mm512_or_si512(_mm512_srli_epi32(row, 16), set1(kUnbias8));
-      }
-      const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(u, 3), r);
-      h = _mm512_ternarylogic_epi32(set1(0x7FFFFFFFu), t, u, 0xCA);  // A ? B : C, bitwise
-      if (special != 0) {
-        h = _mm512_slli_epi32(
-            small_sr_x16<kExp, kMan, kHasInf, kR>(v, sr_piece_x16<kR, kQ>(row), sat, kNan), 16);
-      }
+    // (r << kUp) + 2^kUp - 1 (the ceil of small_sr_branchless) - (kRebias << kShift).
+    constexpr int kUp = kShift - kR;
+    constexpr int kMove = kUp - kR * kQ;
+    __m512i s;
+    if constexpr (kMove >= 0) {
+      s = _mm512_slli_epi32(row, kMove);
     } else {
-      // (r << kUp) + 2^kUp - 1 (the ceil of small_sr_branchless) - (kRebias << kShift).
-      constexpr int kUp = kShift - kR;
-      constexpr int kMove = kUp - kR * kQ;
-      constexpr uint32_t kUnbias = 0u - (kRebias << kShift);  // bits >= 26 only
-      __m512i s;
-      if constexpr (kMove >= 0) {
-        s = _mm512_slli_epi32(row, kMove);
-      } else {
-        s = _mm512_srli_epi32(row, -kMove);
-      }
-      const __m512i add = _mm512_ternarylogic_epi32(s, set1(((1u << kR) - 1u) << kUp),
-                                                    set1(((1u << kUp) - 1u) | kUnbias), 0xEA);
-      h = _mm512_add_epi32(u, add);
-      if (special != 0) {
+      s = _mm512_srli_epi32(row, -kMove);
+    }
+    // The two constants come from memory (cst, see sr_fp8_constants): as immediates GCC
+    // rebuilds them with mov + vpbroadcastd for every vector, short of registers.
+    const __m512i add = _mm512_ternarylogic_epi32(s, cst[0], cst[1], 0xEA);
+    __m512i h = _mm512_add_epi32(u, add);
+    if (special != 0) {
+      if (_mm512_cmpgt_epu32_mask(a, set1(kNormMax)) != 0) {
+        // Near the largest finite, Inf or NaN: the full lane-by-lane code.
         const __m512i c =
             small_sr_x16<kExp, kMan, kHasInf, kR>(v, sr_piece_x16<kR, kQ>(row), sat, kNan);
         h = _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(c, set1(0x7Fu)), kShift),
                             _mm512_slli_epi32(_mm512_and_si512(c, set1(0x80u)), 24));
+      } else {
+        // Only lanes below the smallest normal (zeros included; common for e4m3, whose
+        // smallest normal is 2^-6): small_sr_x16's subnormal code s = ceil(|x| 2^kR / step) +
+        // r, code s >> kR, put at bit kShift as s << (kShift - kR) (s < 2^(kR + kMan + 1), so
+        // bits 24-30 stay clear; the bits below kShift are not read), sign in bit 31.
+        constexpr uint32_t kSubMul = static_cast<uint32_t>(127 + kR - 1 + kBias + kMan) << 23;
+        const __m512 t =
+            _mm512_roundscale_ps(_mm512_maskz_mul_ps(special, _mm512_castsi512_ps(a),
+                                                     _mm512_castsi512_ps(set1(kSubMul))),
+                                 _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+        const __m512i sub = _mm512_slli_epi32(
+            _mm512_add_epi32(_mm512_cvttps_epi32(t), sr_piece_x16<kR, kQ>(row)), kShift - kR);
+        // sub | (u & ~0x7FFFFFFF), bitwise: A | (B & ~C).
+        h = _mm512_mask_mov_epi32(h, special,
+                                  _mm512_ternarylogic_epi32(sub, u, set1(0x7FFFFFFFu), 0xF4));
       }
     }
     return h;
   }
 }
 
+// x * scale, or x itself when the scale is 1 (UnitScale): the same bits (no flush-to-zero, and
+// NaN lanes give the canonical NaN code either way), one multiply less per vector.
+struct UnitScale {};
+FRUGAL_AMP_SIMD_INLINE __m512 scaled(__m512 x, __m512 vs) { return _mm512_mul_ps(x, vs); }
+FRUGAL_AMP_SIMD_INLINE __m512 scaled(__m512 x, UnitScale) { return x; }
+
+// The constants of sr_convert_x16's fp8 addend: the mask of the aligned random bits, then the
+// ceil constant with the rebias.
+template <int kFmt>
+FRUGAL_INLINE void sr_fp8_constants(__m512i* cst) {
+  constexpr int kR = sr_bits<kFmt>();
+  constexpr int kMan = kFmt == kFmtE4M3 ? 3 : 2;
+  constexpr int kBias = kFmt == kFmtE4M3 ? 7 : 15;
+  constexpr int kShift = 23 - kMan;
+  constexpr int kUp = kShift - kR;
+  constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
+  cst[0] = set1(((1u << kR) - 1u) << kUp);
+  cst[1] = set1(((1u << kUp) - 1u) | (0u - (kRebias << kShift)));
+  // Opaque to the optimizer, so that it reads them from memory rather than rebuilding them.
+  __asm__("" : "+m"(cst[0]), "+m"(cst[1]));
+}
+
 // Elements 16 kP .. 16 kP + 15 of a group (rows: its two rows) in high-word form; max |x| bits
 // into vmax.
-template <int kFmt, bool kAmax, int kP>
-FRUGAL_AMP_SIMD_INLINE __m512i sr_high_x16(const float* xg, __m512 vs, bool sat, __m512i row0,
-                                           __m512i row1, __m512i& vmax) {
+template <int kFmt, bool kAmax, int kP, class S>
+FRUGAL_AMP_SIMD_INLINE __m512i sr_high_x16(const float* xg, S vs, bool sat, __m512i row0,
+                                           __m512i row1, __m512i& vmax, const __m512i* cst) {
   constexpr int kK = 32 / sr_bits<kFmt>();
   const __m512 xv = _mm512_loadu_ps(xg + 16 * kP);
   if constexpr (kAmax) {
     vmax = _mm512_max_epu32(vmax, _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu)));
   }
-  return sr_convert_x16<kFmt, kP % kK>(_mm512_mul_ps(xv, vs), kP / kK == 0 ? row0 : row1, sat);
+  return sr_convert_x16<kFmt, kP % kK>(scaled(xv, vs), kP / kK == 0 ? row0 : row1, sat, cst);
 }
 
 // The high words of a (elements 0-15) then b (16-31), in order.
@@ -342,11 +363,12 @@ FRUGAL_AMP_SIMD_INLINE __m512i high_words(__m512i a, __m512i b) {
 
 // 32 elements 32 kM .. 32 kM + 31 of a group: f16 / bf16 codes (one 64-byte store), or for fp8
 // the 16-bit words (sign << 7) | code in the low bytes.
-template <int kFmt, bool kAmax, int kM>
-FRUGAL_AMP_SIMD_INLINE __m512i sr_pair_x16(const float* xg, __m512 vs, bool sat, __m512i row0,
-                                           __m512i row1, __m512i& vmax) {
-  const __m512i w = high_words(sr_high_x16<kFmt, kAmax, 2 * kM>(xg, vs, sat, row0, row1, vmax),
-                               sr_high_x16<kFmt, kAmax, 2 * kM + 1>(xg, vs, sat, row0, row1, vmax));
+template <int kFmt, bool kAmax, int kM, class S>
+FRUGAL_AMP_SIMD_INLINE __m512i sr_pair_x16(const float* xg, S vs, bool sat, __m512i row0,
+                                           __m512i row1, __m512i& vmax, const __m512i* cst) {
+  const __m512i w =
+      high_words(sr_high_x16<kFmt, kAmax, 2 * kM>(xg, vs, sat, row0, row1, vmax, cst),
+                 sr_high_x16<kFmt, kAmax, 2 * kM + 1>(xg, vs, sat, row0, row1, vmax, cst));
   if constexpr (kFmt <= kFmtBF16) {
     return w;
   } else {
@@ -354,6 +376,51 @@ FRUGAL_AMP_SIMD_INLINE __m512i sr_pair_x16(const float* xg, __m512 vs, bool sat,
     constexpr int kShift = 23 - (kFmt == kFmtE4M3 ? 3 : 2);
     return _mm512_ternarylogic_epi32(set1(0x007F007Fu), _mm512_srli_epi16(w, kShift - 16),
                                      _mm512_srli_epi16(w, 8), 0xCA);  // A ? B : C, bitwise
+  }
+}
+
+// f16, elements 16 kP .. 16 kP + 15 of a group as 16 packed codes (F16C's vcvtps2ph does the
+// rebias and the packing). For target normals (no overflow possible) the reference's round-up
+// test r + (rem << 3) >= 2^16 (13 dropped bits, 16 random bits) is (r >> 3) + rem >= 2^13: adding
+// r >> 3 to the fp32 bits (|x| + (r >> 3) < 2^31, the sign passes through) and converting with
+// round toward zero gives the reference bits. Any other lane sends the vector to small_sr_x16.
+template <bool kAmax, int kP, class S>
+FRUGAL_AMP_SIMD_INLINE __m256i sr_f16_x16(const float* xg, S vs, bool sat, __m512i row0,
+                                          __m512i row1, __m512i& vmax) {
+  constexpr int kQ = kP % 2;
+  constexpr uint32_t kMinNormal = 113u << 23;                    // 2^-14
+  constexpr uint32_t kNormMax = (0x7BFFu + (112u << 10)) << 13;  // 65504
+  const __m512i row = kP / 2 == 0 ? row0 : row1;
+  const __m512 xv = _mm512_loadu_ps(xg + 16 * kP);
+  if constexpr (kAmax) {
+    vmax = _mm512_max_epu32(vmax, _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu)));
+  }
+  const __m512 v = scaled(xv, vs);
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i a = _mm512_and_si512(u, set1(0x7FFFFFFFu));
+  const __mmask16 special =
+      _mm512_cmpgt_epu32_mask(_mm512_sub_epi32(a, set1(kMinNormal)), set1(kNormMax - kMinNormal));
+  if (special != 0) {
+    return _mm512_cvtepi32_epi16(
+        small_sr_x16<5, 10, true, 16>(v, sr_piece_x16<16, kQ>(row), sat, 0x7E00u));
+  }
+  __m512i add;
+  if constexpr (kQ == 0) {
+    add = _mm512_and_si512(_mm512_srli_epi32(row, 3), set1(0x1FFFu));
+  } else {
+    add = _mm512_srli_epi32(row, 19);
+  }
+  return _mm512_cvtps_ph(_mm512_castsi512_ps(_mm512_add_epi32(u, add)),
+                         _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+}
+
+// 32 bytes to p: a non-temporal store (p 32-byte aligned) or a plain one.
+template <bool kNT>
+FRUGAL_AMP_SIMD_INLINE void store32(void* p, __m256i v) {
+  if constexpr (kNT) {
+    _mm256_stream_si256(static_cast<__m256i*>(p), v);
+  } else {
+    _mm256_storeu_si256(static_cast<__m256i*>(p), v);
   }
 }
 
@@ -368,15 +435,20 @@ FRUGAL_AMP_SIMD_INLINE void store64(void* p, __m512i v) {
 }
 
 // One full group of G = 8 E elements.
-template <int kFmt, bool kAmax, bool kNT, int... kM>
-FRUGAL_AMP_SIMD_INLINE void sr_group_x16(const float* xg, Code<kFmt>* yg, __m512 vs, bool sat,
+template <int kFmt, bool kAmax, bool kNT, class S, int... kM>
+FRUGAL_AMP_SIMD_INLINE void sr_group_x16(const float* xg, Code<kFmt>* yg, S vs, bool sat,
                                          __m512i row0, __m512i row1, __m512i& vmax,
-                                         std::integer_sequence<int, kM...>) {
-  if constexpr (kFmt <= kFmtBF16) {
-    (store64<kNT>(yg + 32 * kM, sr_pair_x16<kFmt, kAmax, kM>(xg, vs, sat, row0, row1, vmax)), ...);
+                                         const __m512i* cst, std::integer_sequence<int, kM...>) {
+  if constexpr (kFmt == kFmtF16) {
+    (store32<kNT>(yg + 32 * kM, sr_f16_x16<kAmax, 2 * kM>(xg, vs, sat, row0, row1, vmax)), ...);
+    (store32<kNT>(yg + 32 * kM + 16, sr_f16_x16<kAmax, 2 * kM + 1>(xg, vs, sat, row0, row1, vmax)),
+     ...);
+  } else if constexpr (kFmt <= kFmtBF16) {
+    (store64<kNT>(yg + 32 * kM, sr_pair_x16<kFmt, kAmax, kM>(xg, vs, sat, row0, row1, vmax, cst)),
+     ...);
   } else {
     // Four pairs: 128 codes; the low bytes of two word vectors make one 64-byte store.
-    const __m512i w[] = {sr_pair_x16<kFmt, kAmax, kM>(xg, vs, sat, row0, row1, vmax)...};
+    const __m512i w[] = {sr_pair_x16<kFmt, kAmax, kM>(xg, vs, sat, row0, row1, vmax, cst)...};
     for (int m = 0; m < 4; m += 2) {
 #ifdef __AVX512VBMI__
       const __m512i idx = _mm512_set_epi8(
@@ -395,23 +467,25 @@ FRUGAL_AMP_SIMD_INLINE void sr_group_x16(const float* xg, Code<kFmt>* yg, __m512
 
 // The full groups of [i, gend) (i a multiple of the group size): two groups per Philox call
 // (their chains interleave), then at most one more. Returns where it stopped. vmax: max |x| bits.
-template <int kFmt, bool kAmax, bool kNT>
+template <int kFmt, bool kAmax, bool kNT, class S>
 int64_t sr_groups_x16(const float* x, Code<kFmt>* y, int64_t i, int64_t gend, const __m512i* keys,
-                      uint64_t offset, __m512 vs, bool sat, __m512i& vmax_out) {
+                      uint64_t offset, S vs, bool sat, __m512i& vmax_out) {
   constexpr int64_t kE = 128 / sr_bits<kFmt>(), kG = 8 * kE;
   using Pairs = std::make_integer_sequence<int, static_cast<int>(kG / 32)>;
   __m512i vmax = vmax_out;  // a local: the byte stores below may alias anything in memory
   for (; i + 2 * kG <= gend; i += 2 * kG) {
     __m512i rows[4];
     sr_philox_rows(keys, offset, static_cast<uint64_t>(i / kE), rows);
-    sr_group_x16<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, rows[0], rows[1], vmax, Pairs{});
+    sr_group_x16<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, rows[0], rows[1], vmax,
+                                   keys + 2 * kSrRounds, Pairs{});
     sr_group_x16<kFmt, kAmax, kNT>(x + i + kG, y + i + kG, vs, sat, rows[2], rows[3], vmax,
-                                   Pairs{});
+                                   keys + 2 * kSrRounds, Pairs{});
   }
   if (i + kG <= gend) {
     __m512i rows[4];
     sr_philox_rows(keys, offset, static_cast<uint64_t>(i / kE), rows);
-    sr_group_x16<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, rows[0], rows[1], vmax, Pairs{});
+    sr_group_x16<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, rows[0], rows[1], vmax,
+                                   keys + 2 * kSrRounds, Pairs{});
     i += kG;
   }
   vmax_out = vmax;
@@ -469,22 +543,29 @@ uint32_t cast_block_sr(const float* x, Code<kFmt>* y, int64_t begin, int64_t end
   uint32_t amax = 0;
   int64_t i = begin;
 #ifdef FRUGAL_AMP_AVX512
-  __m512i keys[2 * kSrRounds];
+  // The Philox round keys, then the two fp8 addend constants of sr_convert_x16 (all read from
+  // memory in the loop).
+  __m512i keys[2 * kSrRounds + 2];
   const Uint2 k0 = Philox4x32::key_of(seed);
   for (int r = 0; r < kSrRounds; ++r) {
     keys[2 * r] = set1(k0.x + static_cast<uint32_t>(r) * Philox4x32::kW0);
     keys[2 * r + 1] = set1(k0.y + static_cast<uint32_t>(r) * Philox4x32::kW1);
   }
+  sr_fp8_constants<kFmt>(keys + 2 * kSrRounds);
   const __m512 vs = _mm512_set1_ps(scale);
   __m512i vmax = _mm512_setzero_si512();
   // Outputs far larger than the caches bypass them (no read-for-ownership of the output lines);
   // smaller ones stay cached for the consumer that reads them next.
+  const bool unit = scale == 1.f;
   if (n * static_cast<int64_t>(sizeof(Code<kFmt>)) >= kStreamBytes &&
       reinterpret_cast<uintptr_t>(y + i) % 64 == 0) {
-    i = sr_groups_x16<kFmt, kAmax, true>(x, y, i, gend, keys, offset, vs, sat, vmax);
+    i = unit ? sr_groups_x16<kFmt, kAmax, true>(x, y, i, gend, keys, offset, UnitScale{}, sat, vmax)
+             : sr_groups_x16<kFmt, kAmax, true>(x, y, i, gend, keys, offset, vs, sat, vmax);
     _mm_sfence();
   } else {
-    i = sr_groups_x16<kFmt, kAmax, false>(x, y, i, gend, keys, offset, vs, sat, vmax);
+    i = unit
+            ? sr_groups_x16<kFmt, kAmax, false>(x, y, i, gend, keys, offset, UnitScale{}, sat, vmax)
+            : sr_groups_x16<kFmt, kAmax, false>(x, y, i, gend, keys, offset, vs, sat, vmax);
   }
   if constexpr (kAmax) amax = static_cast<uint32_t>(_mm512_reduce_max_epu32(vmax));
 #endif
