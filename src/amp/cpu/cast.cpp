@@ -162,12 +162,17 @@ FRUGAL_INLINE __m512i fp8_rne_x16(__m512 v, bool saturate) {
   return _mm512_or_si512(m, s);
 }
 
-// Converts 16 elements x[0..16) to fp8 with nearest even into y; returns their |x| bits.
-template <int kFmt>
+// Converts 16 elements x[0..16) to fp8 with nearest even into y (kNT: a non-temporal store, y
+// 16-byte aligned); returns their |x| bits.
+template <int kFmt, bool kNT>
 FRUGAL_INLINE __m512i convert_rne_x16(const float* x, Code<kFmt>* y, __m512 vs, bool sat) {
   const __m512 xv = _mm512_loadu_ps(x);
   const __m512i c = fp8_rne_x16<kFmt>(_mm512_mul_ps(xv, vs), sat);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
+  if constexpr (kNT) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
+  } else {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
+  }
   return _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu));
 }
 
@@ -596,9 +601,19 @@ uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, i
     int64_t i0 = begin;
 #ifdef FRUGAL_AMP_AVX512
     if constexpr (kSimd) {
-      for (; i0 + 16 <= end; i0 += 16) {
-        const __m512i ax = convert_rne_x16<kFmt>(x + i0, y + i0, vs, sat);
-        if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
+      // As the stochastic casts: outputs far larger than the caches bypass them.
+      if (n * static_cast<int64_t>(sizeof(Code<kFmt>)) >= kStreamBytes &&
+          reinterpret_cast<uintptr_t>(y + i0) % 64 == 0) {
+        for (; i0 + 16 <= end; i0 += 16) {
+          const __m512i ax = convert_rne_x16<kFmt, true>(x + i0, y + i0, vs, sat);
+          if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
+        }
+        _mm_sfence();
+      } else {
+        for (; i0 + 16 <= end; i0 += 16) {
+          const __m512i ax = convert_rne_x16<kFmt, false>(x + i0, y + i0, vs, sat);
+          if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
+        }
       }
     }
 #endif
