@@ -47,28 +47,25 @@ UnscaleResult DynamicLossScaler::unscale_and_check(
   std::vector<TensorView> views;
   views.reserve(grads.size());
   for (const auto& [name, g] : grads) views.push_back(g);
+  const std::vector<detail::UnscaleChunk> chunks = detail::unscale_chunks(views);
+  const auto num_tensors = static_cast<int64_t>(views.size());
   std::vector<uint8_t> bad;
   if (grads.front().second.device.kind == DeviceKind::kCpu) {
-    bad = cpu::amp_unscale_check_multi(views, inv, ctx);
+    bad = cpu::amp_unscale_check_multi(chunks, num_tensors, inv, ctx);
   } else {
     // One launch: the chunk table ({address, length, tensor}) goes to the device with the flags.
-    constexpr int64_t kChunk = int64_t{1} << 16;
     std::vector<int64_t> table;
-    for (size_t t = 0; t < views.size(); ++t) {
-      const auto base = reinterpret_cast<std::uintptr_t>(views[t].data);
-      const int64_t n = views[t].numel();
-      for (int64_t b = 0; b < n; b += kChunk) {
-        table.push_back(
-            static_cast<int64_t>(base + static_cast<std::uintptr_t>(b) * sizeof(float)));
-        table.push_back(std::min(kChunk, n - b));
-        table.push_back(static_cast<int64_t>(t));
-      }
+    table.reserve(3 * chunks.size());
+    for (const detail::UnscaleChunk& c : chunks) {
+      table.push_back(static_cast<int64_t>(reinterpret_cast<std::uintptr_t>(c.data)));
+      table.push_back(c.n);
+      table.push_back(c.tensor);
     }
     const Device dev = grads.front().second.device;
-    const int64_t num_chunks = static_cast<int64_t>(table.size() / 3);
-    const Tensor chunks = Tensor::from_vector(table, Shape{num_chunks, 3}).to(dev, ctx);
-    Tensor flags = Tensor::zeros(Shape{static_cast<int64_t>(views.size())}, DType::kI32, dev, ctx);
-    cu::amp_unscale_check_multi(chunks.cview(), inv, flags.view(), ctx);
+    const Tensor device_table =
+        Tensor::from_vector(table, Shape{static_cast<int64_t>(chunks.size()), 3}).to(dev, ctx);
+    Tensor flags = Tensor::zeros(Shape{num_tensors}, DType::kI32, dev, ctx);
+    cu::amp_unscale_check_multi(device_table.cview(), inv, flags.view(), ctx);
     const std::vector<int32_t> host = flags.to(Device::cpu(), ctx).to_vector<int32_t>();
     bad.assign(host.begin(), host.end());
   }

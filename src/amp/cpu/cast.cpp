@@ -33,9 +33,18 @@ namespace {
 
 using namespace amp::detail;
 
-// Stochastic casts with an output of at least this many bytes (the L3 of the machine in
-// docs/benchmarks.md) write it with non-temporal stores.
+// Casts (stochastic, and fp8 nearest even) with an output of at least this many bytes (the L3 of
+// the machine in docs/benchmarks.md) write it with non-temporal stores.
 constexpr int64_t kStreamBytes = int64_t{32} << 20;
+
+// Whether a cast of n codes written from y on should use non-temporal stores: a large output, and
+// y on a cache line (the stores then fill whole lines).
+template <class C>
+bool use_streaming_stores(int64_t n, const C* y) {
+  return n * static_cast<int64_t>(sizeof(C)) >= kStreamBytes &&
+         reinterpret_cast<uintptr_t>(y) % 64 == 0;
+}
+
 constexpr int64_t kBlock = int64_t{1} << 16;  // a multiple of the SR group sizes (64, 128)
 
 template <int kFmt>
@@ -562,8 +571,7 @@ uint32_t cast_block_sr(const float* x, Code<kFmt>* y, int64_t begin, int64_t end
   // Outputs far larger than the caches bypass them (no read-for-ownership of the output lines);
   // smaller ones stay cached for the consumer that reads them next.
   const bool unit = scale == 1.f;
-  if (n * static_cast<int64_t>(sizeof(Code<kFmt>)) >= kStreamBytes &&
-      reinterpret_cast<uintptr_t>(y + i) % 64 == 0) {
+  if (use_streaming_stores(n, y + i)) {
     i = unit ? sr_groups_x16<kFmt, kAmax, true>(x, y, i, gend, keys, offset, UnitScale{}, sat, vmax)
              : sr_groups_x16<kFmt, kAmax, true>(x, y, i, gend, keys, offset, vs, sat, vmax);
     _mm_sfence();
@@ -602,8 +610,7 @@ uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, i
 #ifdef FRUGAL_AMP_AVX512
     if constexpr (kSimd) {
       // As the stochastic casts: outputs far larger than the caches bypass them.
-      if (n * static_cast<int64_t>(sizeof(Code<kFmt>)) >= kStreamBytes &&
-          reinterpret_cast<uintptr_t>(y + i0) % 64 == 0) {
+      if (use_streaming_stores(n, y + i0)) {
         for (; i0 + 16 <= end; i0 += 16) {
           const __m512i ax = convert_rne_x16<kFmt, true>(x + i0, y + i0, vs, sat);
           if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);

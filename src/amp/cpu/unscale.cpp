@@ -1,5 +1,5 @@
-// Unscale-and-check on the CPU, multi-tensor: every gradient is cut into chunks of at most 64K
-// elements and one oneTBB loop runs over the chunks of all tensors (one pass, one parallel region
+// Unscale-and-check on the CPU, multi-tensor: one oneTBB loop runs over the chunks of all tensors
+// (amp::detail::unscale_chunks: at most 64K elements each) (one pass, one parallel region
 // per call however many tensors a model has). Each chunk does g *= inv_scale and tests the input
 // bits for an all-ones exponent; a chunk that saw one stores 1 in its tensor's flag (an OR, so the
 // flags do not depend on the thread count or the order of the chunks).
@@ -15,8 +15,6 @@
 namespace frugal::cpu {
 namespace {
 
-constexpr int64_t kChunk = int64_t{1} << 16;
-
 // g[0, n) *= inv_scale; true when an input was Inf or NaN.
 bool unscale_range(float* g, int64_t n, float inv_scale) {
   uint32_t nf = 0;
@@ -30,25 +28,15 @@ bool unscale_range(float* g, int64_t n, float inv_scale) {
 
 }  // namespace
 
-std::vector<uint8_t> amp_unscale_check_multi(const std::vector<TensorView>& grads, float inv_scale,
+std::vector<uint8_t> amp_unscale_check_multi(const std::vector<amp::detail::UnscaleChunk>& chunks,
+                                             int64_t num_tensors, float inv_scale,
                                              const ExecContext& ctx) {
-  struct Chunk {
-    float* data;
-    int64_t n;
-    size_t tensor;
-  };
-  std::vector<Chunk> chunks;
-  for (size_t t = 0; t < grads.size(); ++t) {
-    float* p = grads[t].data_as<float>();
-    const int64_t n = grads[t].numel();
-    for (int64_t b = 0; b < n; b += kChunk) chunks.push_back({p + b, std::min(kChunk, n - b), t});
-  }
-  std::vector<std::atomic<uint8_t>> flags(grads.size());
+  std::vector<std::atomic<uint8_t>> flags(static_cast<size_t>(num_tensors));
   for (auto& f : flags) f.store(0, std::memory_order_relaxed);
   auto run = [&](size_t begin, size_t end) {
     for (size_t c = begin; c < end; ++c) {
       if (unscale_range(chunks[c].data, chunks[c].n, inv_scale)) {
-        flags[chunks[c].tensor].store(1, std::memory_order_relaxed);
+        flags[static_cast<size_t>(chunks[c].tensor)].store(1, std::memory_order_relaxed);
       }
     }
   };
@@ -60,8 +48,8 @@ std::vector<uint8_t> amp_unscale_check_multi(const std::vector<TensorView>& grad
                         [&](const tbb::blocked_range<size_t>& r) { run(r.begin(), r.end()); });
     });
   }
-  std::vector<uint8_t> out(grads.size());
-  for (size_t t = 0; t < grads.size(); ++t) out[t] = flags[t].load(std::memory_order_relaxed);
+  std::vector<uint8_t> out(flags.size());
+  for (size_t t = 0; t < flags.size(); ++t) out[t] = flags[t].load(std::memory_order_relaxed);
   return out;
 }
 
