@@ -5,6 +5,7 @@
 #include <math.h>  // ceilf, host and device
 
 #include <cstdint>
+#include <type_traits>
 
 #include "frugal/core/config.hpp"
 #include "frugal/core/float_types.hpp"
@@ -14,6 +15,32 @@ namespace frugal::amp::detail {
 
 // Format codes shared by the CPU and CUDA backends.
 enum Format : int { kFmtF16 = 0, kFmtBF16 = 1, kFmtE4M3 = 2, kFmtE5M2 = 3 };
+
+// The codes of a small float format with kExp exponent and kMan mantissa bits (kHasInf: the
+// all-ones exponent holds Inf and NaNs; else, as e4m3, only its all-ones code is NaN), and the
+// fp32 constants the fast conversions use. The readable references (float_types.hpp) derive
+// their own, so the tests compare against an independent layout.
+template <int kE, int kM, bool kInf>
+struct SmallFloat {
+  static constexpr int kExp = kE, kMan = kM;
+  static constexpr bool kHasInf = kInf;
+  static constexpr int kBias = (1 << (kExp - 1)) - 1;
+  static constexpr int kShift = 23 - kMan;  // fp32 mantissa bits a normal drops
+  static constexpr uint32_t kSignBit = 1u << (kExp + kMan);
+  static constexpr uint32_t kManMask = (1u << kMan) - 1;
+  static constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;  // the all-ones exponent
+  static constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
+  static constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;  // fp32
+  static constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;  // in codes
+};
+
+// The layout of format kFmt.
+template <int kFmt>
+using Layout = std::conditional_t<
+    kFmt == kFmtF16, SmallFloat<5, 10, true>,
+    std::conditional_t<kFmt == kFmtBF16, SmallFloat<8, 7, true>,
+                       std::conditional_t<kFmt == kFmtE4M3, SmallFloat<4, 3, false>,
+                                          SmallFloat<5, 2, true>>>>;
 
 // Stochastic rounding draws R random bits per element, R = 16 for f16 / bf16 and 8 for fp8
 // (sr_bits). 16 bits are exact for bf16 (16 dropped bits) and f16 normals (13); elsewhere the
@@ -111,11 +138,9 @@ FRUGAL_INLINE constexpr uint32_t sr_random(uint64_t seed, uint64_t offset, int64
 template <int kExp, int kMan, bool kHasInf, int kR>
 FRUGAL_INLINE constexpr uint32_t float_to_small_float_bits_sr(float f, Overflow policy,
                                                               uint32_t nan_code, uint32_t r) {
-  constexpr int kBias = (1 << (kExp - 1)) - 1;
-  constexpr uint32_t kSignBit = 1u << (kExp + kMan);
-  constexpr uint32_t kManMask = (1u << kMan) - 1;
-  constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;
-  constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
+  using L = SmallFloat<kExp, kMan, kHasInf>;
+  constexpr int kBias = L::kBias;
+  constexpr uint32_t kSignBit = L::kSignBit, kInfCode = L::kInfCode, kMaxCode = L::kMaxCode;
 
   const uint32_t u = frugal::detail::bit_cast<uint32_t>(f);
   const uint32_t sign = (u >> 31) != 0 ? kSignBit : 0u;
@@ -230,14 +255,10 @@ FRUGAL_INLINE constexpr uint16_t bf16_sr_branchless(uint32_t u, uint32_t rnd, bo
 template <int kExp, int kMan, bool kHasInf, int kR>
 FRUGAL_INLINE uint32_t small_sr_branchless(uint32_t u, uint32_t r, bool saturate,
                                            uint32_t nan_code) {
-  constexpr int kBias = (1 << (kExp - 1)) - 1;
-  constexpr int kShift = 23 - kMan;
-  constexpr uint32_t kSignBit = 1u << (kExp + kMan);
-  constexpr uint32_t kManMask = (1u << kMan) - 1;
-  constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;
-  constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
-  constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
-  constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
+  using L = SmallFloat<kExp, kMan, kHasInf>;
+  constexpr int kBias = L::kBias, kShift = L::kShift;
+  constexpr uint32_t kSignBit = L::kSignBit, kInfCode = L::kInfCode, kMaxCode = L::kMaxCode;
+  constexpr uint32_t kMinNormal = L::kMinNormal, kRebias = L::kRebias;
   // 2^kR / step = 2^(kR - (1 - kBias - kMan)) as fp32 bits.
   constexpr uint32_t kSubMul = static_cast<uint32_t>(127 + kR - 1 + kBias + kMan) << 23;
   const uint32_t a = u & 0x7FFFFFFFu;
@@ -269,13 +290,10 @@ FRUGAL_INLINE uint32_t small_sr_branchless(uint32_t u, uint32_t r, bool saturate
 // one plus the lowest kept bit. Needs IEEE addition without flush-to-zero (the default flags).
 template <int kFmt>
 FRUGAL_INLINE uint8_t fp8_rne_branchless(uint32_t u, bool saturate) {
-  constexpr bool kE4M3 = kFmt == kFmtE4M3;
-  constexpr int kMan = kE4M3 ? 3 : 2;
-  constexpr int kBias = kE4M3 ? 7 : 15;
-  constexpr uint32_t kMaxCode = kE4M3 ? 0x7Eu : 0x7Bu;
-  constexpr uint32_t kOvf = kE4M3 ? 0x7Fu : 0x7Cu;  // non-saturating overflow: NaN / Inf
-  constexpr int kShift = 23 - kMan;
-  constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
+  using L = Layout<kFmt>;
+  constexpr int kMan = L::kMan, kBias = L::kBias, kShift = L::kShift;
+  constexpr uint32_t kMaxCode = L::kMaxCode, kMinNormal = L::kMinNormal;
+  constexpr uint32_t kOvf = kMaxCode + 1;  // non-saturating overflow: e4m3 NaN, e5m2 Inf
   // 2^(23 + log2 smallest subnormal) = 2^(23 + 1 - kBias - kMan): its ulp is the subnormal step.
   constexpr uint32_t kMagic = static_cast<uint32_t>(127 + 23 + 1 - kBias - kMan) << 23;
   const uint32_t a = u & 0x7FFFFFFFu;

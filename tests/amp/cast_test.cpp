@@ -482,5 +482,60 @@ TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
   }
 }
 
+TEST(AmpCast, CpuNearestEvenFp8FastPathMatchesTheReference) {
+  // The CPU's fp8 nearest-even path converts 64-element groups of ordinary lanes (normals of the
+  // target, zeros) with a short integer sequence and sends a group with any other lane to the
+  // full lane-by-lane code. Random bit patterns almost never give an ordinary group, so this
+  // feeds normally distributed data at magnitudes that give all-ordinary groups (1), groups with
+  // target subnormals (1e-3, 2^-7 for e4m3's [2^-7, 2^-6)), overflow (300 for e4m3, 6e4 for
+  // e5m2), zeros of both signs, near-ties of both formats, and NaN / Inf / f32 subnormals now
+  // and then; lengths give several oneTBB blocks with tails of a group, of a vector and of
+  // single lanes.
+  std::mt19937 gen(31);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const auto check = [](const std::vector<float>& v, float scale) {
+    const auto n = static_cast<int64_t>(v.size());
+    const Tensor x = Tensor::from_vector(v, Shape{n});
+    for (Overflow ov : {Overflow::kNonSaturate, Overflow::kSaturate}) {
+      for (bool amax : {false, true}) {
+        CastOptions opt;
+        opt.overflow = ov;
+        opt.scale = scale;
+        opt.compute_amax = amax;
+        const auto e4 = codes_of(cast(x.cview(), DType::kF8E4M3, opt).out);
+        const auto e5 = codes_of(cast(x.cview(), DType::kF8E5M2, opt).out);
+        for (int64_t i = 0; i < n; ++i) {
+          const auto k = static_cast<size_t>(i);
+          const float xs = v[k] * scale;  // the cast scales in fp32 first
+          ASSERT_EQ(e4[k], float_to_e4m3_bits(xs, ov)) << n << " " << v[k] << " " << scale;
+          ASSERT_EQ(e5[k], float_to_e5m2_bits(xs, ov)) << n << " " << v[k] << " " << scale;
+        }
+      }
+    }
+  };
+  const float odd[] = {0.f, -0.f, kNaN, -kNaN, kInf, -kInf, 1e-40f, -1e-45f};
+  for (const int64_t n : {int64_t{(1 << 17) + 64 + 16 + 5}, int64_t{64 * 5}, int64_t{63}}) {
+    for (const float magnitude : {1.f, 1e-3f, 0.0078125f, 300.f, 6e4f}) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (size_t k = 0; k < v.size(); ++k) {
+        float z = magnitude * normal(gen);
+        if (k % 7 == 3) {
+          // A near-tie: the kept mantissa (2 or 3 bits), then 1 0...0 ending in 0 or 1.
+          uint32_t b;
+          std::memcpy(&b, &z, 4);
+          b = (b & ~0x001FFFFFu) | (k % 2 == 0 ? 0x00080000u : 0x00100000u) |
+              static_cast<uint32_t>(k % 3 == 0);
+          std::memcpy(&z, &b, 4);
+        }
+        if (k % 61 == 7) z = k % 2 == 0 ? 0.f : -0.f;
+        if (k % 4093 == 11) z = odd[k % 8];
+        v[k] = z;
+      }
+      check(v, 1.f);
+      check(v, 0.75f);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace frugal::amp

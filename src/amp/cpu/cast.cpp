@@ -89,13 +89,10 @@ FRUGAL_INLINE __m512i set1(uint32_t v) { return _mm512_set1_epi32(static_cast<in
 
 template <int kExp, int kMan, bool kHasInf, int kR>
 FRUGAL_AMP_SIMD_INLINE __m512i small_sr_x16(__m512 v, __m512i r, bool saturate, uint32_t nan_code) {
-  constexpr int kBias = (1 << (kExp - 1)) - 1;
-  constexpr int kShift = 23 - kMan;
-  constexpr uint32_t kManMask = (1u << kMan) - 1;
-  constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;
-  constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
-  constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
-  constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
+  using L = SmallFloat<kExp, kMan, kHasInf>;
+  constexpr int kBias = L::kBias, kShift = L::kShift;
+  constexpr uint32_t kInfCode = L::kInfCode, kMaxCode = L::kMaxCode;
+  constexpr uint32_t kMinNormal = L::kMinNormal, kRebias = L::kRebias;
   constexpr uint32_t kSubMul = static_cast<uint32_t>(127 + kR - 1 + kBias + kMan) << 23;
   const uint32_t ovf = saturate ? kMaxCode : (kHasInf ? kInfCode : nan_code);
   const __m512i u = _mm512_castps_si512(v);
@@ -134,13 +131,10 @@ FRUGAL_AMP_SIMD_INLINE __m512i small_sr_x16(__m512 v, __m512i r, bool saturate, 
 
 template <int kFmt>
 FRUGAL_INLINE __m512i fp8_rne_x16(__m512 v, bool saturate) {
-  constexpr bool kE4M3 = kFmt == kFmtE4M3;
-  constexpr int kMan = kE4M3 ? 3 : 2;
-  constexpr int kBias = kE4M3 ? 7 : 15;
-  constexpr uint32_t kMaxCode = kE4M3 ? 0x7Eu : 0x7Bu;
-  constexpr uint32_t kOvf = kE4M3 ? 0x7Fu : 0x7Cu;
-  constexpr int kShift = 23 - kMan;
-  constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
+  using L = Layout<kFmt>;
+  constexpr int kMan = L::kMan, kBias = L::kBias, kShift = L::kShift;
+  constexpr uint32_t kMaxCode = L::kMaxCode, kMinNormal = L::kMinNormal;
+  constexpr uint32_t kOvf = kMaxCode + 1;  // non-saturating overflow: e4m3 NaN, e5m2 Inf
   constexpr uint32_t kMagic = static_cast<uint32_t>(127 + 23 + 1 - kBias - kMan) << 23;
   const __m512i u = _mm512_castps_si512(v);
   const __m512i a = _mm512_and_si512(u, set1(0x7FFFFFFFu));
@@ -171,17 +165,13 @@ FRUGAL_INLINE __m512i fp8_rne_x16(__m512 v, bool saturate) {
   return _mm512_or_si512(m, s);
 }
 
-// Converts 16 elements x[0..16) to fp8 with nearest even into y (kNT: a non-temporal store, y
-// 16-byte aligned); returns their |x| bits.
-template <int kFmt, bool kNT>
+// Converts 16 elements x[0..16) to fp8 with nearest even into y; returns their |x| bits (the
+// tail of a block after its 64-element groups).
+template <int kFmt>
 FRUGAL_INLINE __m512i convert_rne_x16(const float* x, Code<kFmt>* y, __m512 vs, bool sat) {
   const __m512 xv = _mm512_loadu_ps(x);
   const __m512i c = fp8_rne_x16<kFmt>(_mm512_mul_ps(xv, vs), sat);
-  if constexpr (kNT) {
-    _mm_stream_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
-  } else {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
-  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm512_cvtepi32_epi8(c));
   return _mm512_and_si512(_mm512_castps_si512(xv), set1(0x7FFFFFFFu));
 }
 
@@ -276,17 +266,11 @@ FRUGAL_AMP_SIMD_INLINE __m512i sr_convert_x16(__m512 v, __m512i row, bool sat, c
     return h;
   } else {
     static_assert(kFmt != kFmtF16, "f16 takes sr_f16_x16");
-    constexpr int kExp = kFmt == kFmtE4M3 ? 4 : 5;
-    constexpr int kMan = kFmt == kFmtE4M3 ? 3 : 2;
-    constexpr bool kHasInf = kFmt != kFmtE4M3;
+    using L = Layout<kFmt>;
+    constexpr int kExp = L::kExp, kMan = L::kMan, kBias = L::kBias, kShift = L::kShift;
+    constexpr bool kHasInf = L::kHasInf;
     constexpr uint32_t kNan = 0x7Fu;
-    constexpr int kBias = (1 << (kExp - 1)) - 1;
-    constexpr int kShift = 23 - kMan;
-    constexpr uint32_t kManMask = (1u << kMan) - 1;
-    constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;
-    constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
-    constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;
-    constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
+    constexpr uint32_t kMaxCode = L::kMaxCode, kMinNormal = L::kMinNormal, kRebias = L::kRebias;
     // Largest |x| whose code stays <= kMaxCode for every addend (< 2^kShift).
     constexpr uint32_t kNormMax = (kMaxCode + kRebias) << kShift;
     const __mmask16 special =
@@ -339,17 +323,18 @@ FRUGAL_AMP_SIMD_INLINE __m512 scaled(__m512 x, __m512 vs) { return _mm512_mul_ps
 FRUGAL_AMP_SIMD_INLINE __m512 scaled(__m512 x, UnitScale) { return x; }
 
 // The constants of sr_convert_x16's fp8 addend: the mask of the aligned random bits, then the
-// ceil constant with the rebias.
+// ceil constant with the rebias (zeros for f16 / bf16, which do not use them).
 template <int kFmt>
 FRUGAL_INLINE void sr_fp8_constants(__m512i* cst) {
-  constexpr int kR = sr_bits<kFmt>();
-  constexpr int kMan = kFmt == kFmtE4M3 ? 3 : 2;
-  constexpr int kBias = kFmt == kFmtE4M3 ? 7 : 15;
-  constexpr int kShift = 23 - kMan;
-  constexpr int kUp = kShift - kR;
-  constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;
-  cst[0] = set1(((1u << kR) - 1u) << kUp);
-  cst[1] = set1(((1u << kUp) - 1u) | (0u - (kRebias << kShift)));
+  cst[0] = cst[1] = _mm512_setzero_si512();
+  if constexpr (kFmt >= kFmtE4M3) {
+    constexpr int kR = sr_bits<kFmt>();
+    constexpr int kShift = Layout<kFmt>::kShift;
+    constexpr int kUp = kShift - kR;
+    constexpr uint32_t kRebias = Layout<kFmt>::kRebias;
+    cst[0] = set1(((1u << kR) - 1u) << kUp);
+    cst[1] = set1(((1u << kUp) - 1u) | (0u - (kRebias << kShift)));
+  }
   // Opaque to the optimizer, so that it reads them from memory rather than rebuilding them.
   __asm__("" : "+m"(cst[0]), "+m"(cst[1]));
 }
@@ -387,7 +372,7 @@ FRUGAL_AMP_SIMD_INLINE __m512i sr_pair_x16(const float* xg, S vs, bool sat, __m5
     return w;
   } else {
     // Word: sign in bit 15, magnitude code from bit kShift - 16 up (bits 11-14 are zero).
-    constexpr int kShift = 23 - (kFmt == kFmtE4M3 ? 3 : 2);
+    constexpr int kShift = Layout<kFmt>::kShift;
     return _mm512_ternarylogic_epi32(set1(0x007F007Fu), _mm512_srli_epi16(w, kShift - 16),
                                      _mm512_srli_epi16(w, 8), 0xCA);  // A ? B : C, bitwise
   }
@@ -505,6 +490,72 @@ int64_t sr_groups_x16(const float* x, Code<kFmt>* y, int64_t i, int64_t gend, co
   vmax_out = vmax;
   return i;
 }
+
+// Nearest-even fp8, the common lane: |x| scale a normal of the target that does not overflow,
+// or a zero. For |x| scale = a, adding the rebias, half an ulp - 1 and the odd bit of the kept
+// mantissa (vptestmd + masked add) and shifting gives dev = code - 2^kMan: within
+// [0, kFastMax] exactly for these lanes, above it for every other (the sum wraps for a below the
+// half ulp that rounds up to the smallest normal, and passes kFastMax for overflow, Inf and NaN).
+// Zeros are forced to dev 0 and keep their sign alone. Returns the code lanes (sign in bit 7);
+// `dev` lets the caller test a whole group at once.
+template <int kFmt, bool kAmax, class S>
+FRUGAL_AMP_SIMD_INLINE __m512i fp8_rne_common_x16(const float* x, S vs, __m512i& vmax,
+                                                  __m512i& dev) {
+  using L = Layout<kFmt>;
+  constexpr int kMan = L::kMan, kShift = L::kShift;
+  constexpr uint32_t kMinNormal = L::kMinNormal;
+  const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x));
+  const __m512i ax = _mm512_and_si512(u, set1(0x7FFFFFFFu));
+  if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
+  // |x| scale has the bits of |x scale| (scale > 0), and the sign of x scale is that of x.
+  const __m512i a = _mm512_castps_si512(scaled(_mm512_castsi512_ps(ax), vs));
+  const __mmask16 nonzero = _mm512_test_epi32_mask(a, a);
+  __m512i t = _mm512_add_epi32(a, set1((1u << (kShift - 1)) - 1u - kMinNormal));
+  t = _mm512_mask_add_epi32(t, _mm512_test_epi32_mask(a, set1(1u << kShift)), t, set1(1u));
+  dev = _mm512_maskz_srli_epi32(nonzero, t, kShift);
+  // (u >> 24) & 0x80 | 2^kMan, or for zeros u >> 24 (their sign byte) as it is.
+  const __m512i add = _mm512_mask_ternarylogic_epi32(_mm512_srli_epi32(u, 24), nonzero, set1(0x80u),
+                                                     set1(1u << kMan), 0xEA);  // (A & B) | C
+  return _mm512_add_epi32(dev, add);
+}
+
+// The low bytes of four vectors of codes (each lane <= 0xFF), in order.
+FRUGAL_AMP_SIMD_INLINE __m512i pack_bytes_x64(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
+  // The packs work within 128-bit lanes: lane L of the result holds 4 codes of c0, c1, c2, c3.
+  const __m512i b = _mm512_packus_epi16(_mm512_packus_epi32(c0, c1), _mm512_packus_epi32(c2, c3));
+  const __m512i idx = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  return _mm512_permutexvar_epi32(idx, b);
+}
+
+// Nearest-even fp8 of x[0, 64) into y (kNT: a non-temporal store, y 64-byte aligned): the
+// common-lane arithmetic for four vectors, one unsigned max over their dev to test the group,
+// and fp8_rne_x16 (every lane) for the vectors of a group that holds another lane.
+template <int kFmt, bool kAmax, bool kNT, class S>
+FRUGAL_AMP_SIMD_INLINE void fp8_rne_x64(const float* x, uint8_t* y, S vs, bool sat,
+                                        __m512i& vmax) {
+  constexpr uint32_t kFastMax = Layout<kFmt>::kMaxCode - (1u << Layout<kFmt>::kMan);
+  __m512i d[4], c[4];
+  for (int j = 0; j < 4; ++j) c[j] = fp8_rne_common_x16<kFmt, kAmax>(x + 16 * j, vs, vmax, d[j]);
+  const __m512i dmax = _mm512_max_epu32(_mm512_max_epu32(d[0], d[1]), _mm512_max_epu32(d[2], d[3]));
+  if (_mm512_cmpgt_epu32_mask(dmax, set1(kFastMax)) != 0) [[unlikely]] {
+    for (int j = 0; j < 4; ++j) {
+      if (_mm512_cmpgt_epu32_mask(d[j], set1(kFastMax)) != 0) {
+        c[j] = fp8_rne_x16<kFmt>(scaled(_mm512_loadu_ps(x + 16 * j), vs), sat);
+      }
+    }
+  }
+  store64<kNT>(y, pack_bytes_x64(c[0], c[1], c[2], c[3]));
+}
+
+// Nearest-even fp8 of the full 64-element groups of [i, end); returns where it stopped.
+template <int kFmt, bool kAmax, bool kNT, class S>
+int64_t fp8_rne_groups(const float* x, uint8_t* y, int64_t i, int64_t end, S vs, bool sat,
+                       __m512i& vmax_out) {
+  __m512i vmax = vmax_out;  // a local: the stores may alias anything in memory
+  for (; i + 64 <= end; i += 64) fp8_rne_x64<kFmt, kAmax, kNT>(x + i, y + i, vs, sat, vmax);
+  vmax_out = vmax;
+  return i;
+}
 #endif
 
 // Stochastic rounding of elements [lo, hi) of the full groups (lo a multiple of the group
@@ -610,17 +661,18 @@ uint32_t cast_block(const float* x, Code<kFmt>* y, int64_t begin, int64_t end, i
 #ifdef FRUGAL_AMP_AVX512
     if constexpr (kSimd) {
       // As the stochastic casts: outputs far larger than the caches bypass them.
+      const bool unit = scale == 1.f;
       if (use_streaming_stores(n, y + i0)) {
-        for (; i0 + 16 <= end; i0 += 16) {
-          const __m512i ax = convert_rne_x16<kFmt, true>(x + i0, y + i0, vs, sat);
-          if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
-        }
+        i0 = unit ? fp8_rne_groups<kFmt, kAmax, true>(x, y, i0, end, UnitScale{}, sat, vmax)
+                  : fp8_rne_groups<kFmt, kAmax, true>(x, y, i0, end, vs, sat, vmax);
         _mm_sfence();
       } else {
-        for (; i0 + 16 <= end; i0 += 16) {
-          const __m512i ax = convert_rne_x16<kFmt, false>(x + i0, y + i0, vs, sat);
-          if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
-        }
+        i0 = unit ? fp8_rne_groups<kFmt, kAmax, false>(x, y, i0, end, UnitScale{}, sat, vmax)
+                  : fp8_rne_groups<kFmt, kAmax, false>(x, y, i0, end, vs, sat, vmax);
+      }
+      for (; i0 + 16 <= end; i0 += 16) {
+        const __m512i ax = convert_rne_x16<kFmt>(x + i0, y + i0, vs, sat);
+        if constexpr (kAmax) vmax = _mm512_max_epu32(vmax, ax);
       }
     }
 #endif
