@@ -22,14 +22,18 @@ using namespace amp::detail;
 template <int kFmt>
 using Code = std::conditional_t<(kFmt <= kFmtBF16), uint16_t, uint8_t>;
 
-// One element: x * scale (never contracted; IEEE with subnormals, no -ftz), rounded.
+// One element: x * scale (never contracted; IEEE with subnormals, no -ftz), rounded. A NaN
+// product is replaced by x itself: PTX's multiply returns the canonical NaN (positive), x86's
+// keeps the input's sign, and the encoders read only the sign of a NaN, so both devices give the
+// code of x's sign.
 template <int kFmt, bool kSR>
 __device__ __forceinline__ void cast_one(const float* __restrict__ x, Code<kFmt>* __restrict__ y,
                                          int64_t i, float scale, Overflow ov, uint32_t rnd,
                                          unsigned int& m) {
   const float v = x[i];
   m = max(m, __float_as_uint(v) & 0x7FFFFFFFu);
-  const float s = __fmul_rn(v, scale);
+  float s = __fmul_rn(v, scale);
+  if (s != s) s = v;
   y[i] = static_cast<Code<kFmt>>(kSR ? encode_sr<kFmt>(s, ov, rnd) : encode_rne<kFmt>(s, ov));
 }
 
