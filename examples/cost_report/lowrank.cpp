@@ -5,7 +5,8 @@
 // baseline fine-tuned for the same extra steps (the equal-compute control), are in the JSON.
 // Rank rules compared (docs/lowrank.md): per-layer 90% energy (the rule), (a) a global
 // 90% energy budget over all layers, (b) response (output) energy on calibration data, (a)+(b),
-// (c) for the CNN the Tucker-2 core energy, channel SVD and spatial SVD; plus the 2x rows.
+// (c) for the CNN the Tucker-2 core energy, channel SVD and spatial SVD, (d) for the CNN the
+// data-aware Tucker-2 at 90% response energy per layer; plus the 2x rows.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -33,6 +34,7 @@ struct Plan {
   nn::EnergySource source = nn::EnergySource::kWeights;
   nn::Tucker2Energy tucker2_energy = nn::Tucker2Energy::kPerMode;
   bool global_normalized = false;
+  bool linear_as_conv = false;
 };
 
 /// Calibration rows for response energy: the first 512 training inputs (fixed, not tuned).
@@ -45,6 +47,7 @@ nn::FactorizeOptions options_of(const Plan& plan, const frugal::Tensor& calibrat
   f.energy_source = plan.source;
   f.tucker2_energy = plan.tucker2_energy;
   f.global_normalized = plan.global_normalized;
+  f.linear_as_conv = plan.linear_as_conv;
   if (plan.source == nn::EnergySource::kResponses) f.calibration = calibration;
   return f;
 }
@@ -329,6 +332,21 @@ Plan global_response90() {
   p.global_normalized = true;
   return p;
 }
+// (d) data-aware Tucker-2 at 90% response energy per layer: both channel modes from the data
+// (output mode: response PCA, Zhang et al. 2015; input mode: the inputs' channel PCA), the
+// cheapest rank pair keeping 90% of the output variance; the classifier, which reads the
+// flattened 32 x 4 x 4 map, as a 4 x 4 convolution over it (Long et al. 2015).
+Plan cnn_tucker2_response90() {
+  Plan p{"tucker2 response 90% + FT",
+         lr::RankPolicy::energy(0.9),
+         {},
+         "at 90% of the output variance per layer, data-aware Tucker-2 (classifier read as a "
+         "4x4 conv)"};
+  p.conv = nn::ConvFactorization::kTucker2;
+  p.source = nn::EnergySource::kResponses;
+  p.linear_as_conv = true;
+  return p;
+}
 // (c) convolution alternatives at 90% weight energy per layer.
 Plan cnn_tucker2_core90() {
   Plan p{"tucker2-core 90% + FT",
@@ -408,6 +426,7 @@ std::vector<Row> lowrank_rows() {
   cnn(kGlobal90);
   cnn(response90());
   cnn(global_response90());
+  cnn(cnn_tucker2_response90());
   cnn(kCnn2x);
   gpt(kEnergy90);
   gpt(kGlobal90);

@@ -265,6 +265,47 @@ Tucker2Ranks tucker2_ranks_for_core_energy(std::span<const double> e, int64_t r_
   return best;
 }
 
+int64_t tucker2_folded_params(int64_t c_out, int64_t c_in, int64_t hw, int64_t r_out,
+                              int64_t r_in) {
+  const char* op = "tucker2_folded_params";
+  FRUGAL_REQUIRE(c_out > 0 && c_in > 0 && hw > 0, op, "kernel (", c_out, ", ", c_in, ", ", hw,
+                 ") must be positive");
+  FRUGAL_REQUIRE(r_out >= 1 && r_out <= c_out && r_in >= 1 && r_in <= c_in, op, "ranks (", r_out,
+                 ", ", r_in, ") outside [1, ", c_out, "] x [1, ", c_in, "]");
+  return (r_in < c_in ? c_in * r_in : 0) + r_in * r_out * hw + (r_out < c_out ? r_out * c_out : 0);
+}
+
+Tucker2Ranks tucker2_ranks_for_kept(std::span<const double> kept, int64_t r_out_max,
+                                    int64_t r_in_max, int64_t c_out, int64_t c_in, int64_t hw,
+                                    double energy) {
+  const char* op = "tucker2_ranks_for_kept";
+  FRUGAL_REQUIRE(c_out > 0 && c_in > 0 && hw > 0, op, "kernel (", c_out, ", ", c_in, ", ", hw,
+                 ") must be positive");
+  FRUGAL_REQUIRE(r_out_max >= 1 && r_out_max <= c_out && r_in_max >= 1 && r_in_max <= c_in, op,
+                 "maximum ranks (", r_out_max, ", ", r_in_max, ") outside [1, ", c_out, "] x [1, ",
+                 c_in, "]");
+  FRUGAL_REQUIRE(static_cast<int64_t>(kept.size()) == r_out_max * r_in_max, op, "table has ",
+                 kept.size(), " entries; expected ", r_out_max, " x ", r_in_max);
+  FRUGAL_REQUIRE(energy > 0.0 && energy <= 1.0, op, "energy ", energy, " outside (0, 1]");
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    FRUGAL_REQUIRE(std::isfinite(kept[i]), op, "entry ", i, " is ", kept[i]);
+  }
+  // Relative slack for the rounding of sums that reach the target exactly (as rank_for_energy).
+  const double target = energy * (1.0 - 1e-12);
+  Tucker2Ranks best{r_out_max, r_in_max};
+  int64_t best_cost = -1;
+  for (int64_t a = 1; a <= r_out_max; ++a)
+    for (int64_t b = 1; b <= r_in_max; ++b) {
+      if (kept[static_cast<std::size_t>((a - 1) * r_in_max + (b - 1))] < target) continue;
+      const int64_t cost = tucker2_folded_params(c_out, c_in, hw, a, b);
+      if (best_cost < 0 || cost < best_cost) {
+        best_cost = cost;
+        best = {a, b};
+      }
+    }
+  return best;
+}
+
 Tucker2Chain tucker2_energy_chain(std::span<const double> e, int64_t r_out_max, int64_t r_in_max,
                                   int64_t c_out, int64_t c_in, int64_t hw) {
   const char* op = "tucker2_energy_chain";

@@ -210,8 +210,8 @@ std::shared_ptr<Sequential> conv_from_spatial(Conv2d& layer, const lowrank::Conv
 
 /// The layer's outputs without bias on `inputs`, one row per sample (Linear: (rows, out)) or per
 /// output position and image (Conv2d: (N H_out W_out, C_out)).
-Tensor conv_responses(Conv2d& layer, const Tensor& inputs, const ExecContext& ctx) {
-  const Tensor& w = layer.weight().value;
+Tensor kernel_responses(Conv2d& layer, const Tensor& w, const Tensor& inputs,
+                        const ExecContext& ctx) {
   const Conv2dParams& p = layer.params();
   auto c = make_conv(
       w.dim(1), w.dim(0), layer.kernel_size(),
@@ -222,6 +222,173 @@ Tensor conv_responses(Conv2d& layer, const Tensor& inputs, const ExecContext& ct
   c->train(false);
   const Tensor y = c->forward(inputs);  // (N, C_out, H, W)
   return y.transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, w.dim(0)});
+}
+
+Tensor conv_responses(Conv2d& layer, const Tensor& inputs, const ExecContext& ctx) {
+  return kernel_responses(layer, layer.weight().value, inputs, ctx);
+}
+
+// ---- data-aware Tucker-2 (tucker2_response_table) ----------------------------------------------
+
+/// Rows (N H W, C) of maps (N, C, H, W): one row per image and position.
+Tensor channel_rows(const Tensor& x, const ExecContext& ctx) {
+  return x.contiguous(ctx).transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, x.dim(1)});
+}
+
+/// a - 1 mu^T for a (rows, cols) and mu (1, cols): a rank-1 update through gemm.
+Tensor center_rows(const Tensor& a, const Tensor& mu, const ExecContext& ctx) {
+  Tensor out = a.clone(ctx);
+  const Tensor ones = Tensor::full({a.dim(0), 1}, 1.0, a.dtype(), a.device());
+  gemm_into(ones, mu.reshape({1, a.dim(1)}), out, GemmOptions{.alpha = -1.0, .beta = 1.0}, ctx);
+  return out;
+}
+
+/// The input-channel mode product of a kernel w (C_out, C_in, kh, kw) with m (C_in, k):
+/// out[o, j, :, :] = sum_c w[o, c, :, :] m[c, j], shape (C_out, k, kh, kw).
+Tensor kernel_in_product(const Tensor& w, const Tensor& m, const ExecContext& ctx) {
+  const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), k = m.dim(1);
+  const Tensor rows =
+      w.contiguous(ctx).transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, ci});
+  return gemm(rows, m, {}, ctx)
+      .reshape({co, kh, kw, k})
+      .transpose(2, 3)
+      .transpose(1, 2)
+      .contiguous(ctx);
+}
+
+/// The projector P_b P_b^T (C_in, C_in) onto the first b input directions.
+Tensor input_projector(const Tucker2ResponseTable& t, int64_t b, const ExecContext& ctx) {
+  const Tensor p = t.p_in.slice(1, 0, b).contiguous(ctx);
+  return gemm(p, p, GemmOptions{.trans_b = true}, ctx);
+}
+
+void check_response_inputs(const char* op, Conv2d& layer, const Tensor& inputs) {
+  require_dense_conv(op, layer);
+  const Tensor& w = layer.weight().value;
+  FRUGAL_REQUIRE(
+      inputs.defined() && inputs.rank() == 4 && inputs.numel() > 0 && inputs.dim(1) == w.dim(1), op,
+      "inputs must be non-empty (N, ", w.dim(1), ", H, W)");
+  FRUGAL_REQUIRE(inputs.dtype() == w.dtype(), op, "inputs have dtype ", dtype_name(inputs.dtype()),
+                 ", the layer ", dtype_name(w.dtype()));
+  FRUGAL_REQUIRE(inputs.device() == w.device(), op, "inputs and layer are on different devices");
+}
+
+Tucker2ResponseTable response_table(Conv2d& layer, const Tensor& inputs, const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const int64_t co = w.dim(0), ci = w.dim(1);
+  Tucker2ResponseTable t;
+  const Tensor y = conv_responses(layer, inputs, ctx);  // (M, C_out)
+  const lowrank::ResponseBasis out = lowrank::response_basis(y, true, ctx);
+  const lowrank::ResponseBasis in = lowrank::response_basis(channel_rows(inputs, ctx), false, ctx);
+  t.u_out = out.u;
+  t.mean = out.mean;
+  t.p_in = in.u;
+  t.r_out_max = out.u.dim(1);
+  t.r_in_max = in.u.dim(1);
+  t.converged = out.converged && in.converged;
+  const auto ro = static_cast<std::size_t>(t.r_out_max), ri = static_cast<std::size_t>(t.r_in_max);
+  t.kept.assign(ro * ri, 1.0);
+  const std::vector<double> s = out.s.to_vector<double>();
+  double total = 0.0;
+  for (double v : s) total += v * v;
+  if (!t.converged) {
+    t.kept.assign(ro * ri, std::numeric_limits<double>::quiet_NaN());
+    return t;
+  }
+  if (total == 0.0) return t;  // constant responses: the bias keeps them all
+  const std::vector<double> u = out.u.to_vector<double>();  // (C_out, R_out) row-major
+  const Tensor yc = center_rows(y, out.mean, ctx);
+  std::vector<double> gain(ro);
+  for (std::size_t b = 1; b <= ri; ++b) {
+    if (static_cast<int64_t>(b) == ci) {
+      // P P^T = I: Z = Y, and direction a keeps its variance s_a^2.
+      for (std::size_t a = 0; a < ro; ++a) gain[a] = s[a] * s[a];
+    } else {
+      // ||Yc - Zc U U^T||^2 = ||Yc||^2 - sum_a (2 u_a^T G u_a - u_a^T H u_a) with G = Yc^T Zc,
+      // H = Zc^T Zc (rows = samples; Zc the centered responses to the projected inputs).
+      const Tensor z = kernel_responses(
+          layer, kernel_in_product(w, input_projector(t, b, ctx), ctx), inputs, ctx);
+      const Tensor zc = center_rows(z, mean(z, 0, true, ctx), ctx);
+      const std::vector<double> g =
+          gemm(yc, zc, GemmOptions{.trans_a = true}, ctx).to_vector<double>();
+      const std::vector<double> h =
+          gemm(zc, zc, GemmOptions{.trans_a = true}, ctx).to_vector<double>();
+      const auto c = static_cast<std::size_t>(co);
+      for (std::size_t a = 0; a < ro; ++a) {
+        double qg = 0.0, qh = 0.0;
+        for (std::size_t i = 0; i < c; ++i)
+          for (std::size_t j = 0; j < c; ++j) {
+            const double uu = u[i * ro + a] * u[j * ro + a];
+            qg += uu * g[i * c + j];
+            qh += uu * h[i * c + j];
+          }
+        gain[a] = 2.0 * qg - qh;
+      }
+    }
+    double acc = 0.0;
+    for (std::size_t a = 0; a < ro; ++a) {
+      acc += gain[a];
+      t.kept[a * ri + (b - 1)] = acc / total;
+    }
+  }
+  return t;
+}
+
+/// The bias shift and its factors (see factorize_conv_tucker2_response), appended to `seq`;
+/// returns ||W - W_approx||_F / ||W||_F of the kernel.
+double append_tucker2_response(Conv2d& layer, const Tucker2ResponseTable& t, const Tensor& inputs,
+                               int64_t ro, int64_t ri, Sequential& seq, const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3);
+  const bool full_in = ri == ci, full_out = ro == co;
+  const Tensor p = t.p_in.slice(1, 0, ri).contiguous(ctx);       // (C_in, r_in)
+  const Tensor u = t.u_out.slice(1, 0, ro).contiguous(ctx);      // (C_out, r_out)
+  const Tensor wp = full_in ? w : kernel_in_product(w, p, ctx);  // (C_out, r_in, kh, kw)
+  const Tensor core = full_out ? wp
+                               : gemm(u, wp.reshape({co, -1}), GemmOptions{.trans_a = true}, ctx)
+                                     .reshape({ro, ri, kh, kw});
+  // c = mean(Y) - U U^T mean(Z): the least-squares constant (Z = responses to P P^T x).
+  const Tensor ybar = t.mean.contiguous(ctx).reshape({co, 1});
+  const Tensor zbar =
+      full_in ? ybar
+              : mean(kernel_responses(layer, kernel_in_product(w, input_projector(t, ri, ctx), ctx),
+                                      inputs, ctx),
+                     0, true, ctx)
+                    .reshape({co, 1});
+  const Tensor kept_mean =
+      full_out ? zbar : gemm(u, gemm(u, zbar, GemmOptions{.trans_a = true}, ctx), {}, ctx);
+  const Tensor bias = pair_bias(layer.bias(), sub(ybar, kept_mean, ctx).reshape({co}), ctx);
+  const Conv2dParams& cp = layer.params();
+  if (!full_in) {
+    seq.add(make_conv(ci, ri, 1, Conv2dOptions{.bias = false}, p.t().contiguous(ctx), {}, w.dtype(),
+                      w.device(), ctx));
+  }
+  seq.add(make_conv(
+      ri, ro, layer.kernel_size(),
+      Conv2dOptions{
+          .stride = cp.stride, .padding = cp.padding, .dilation = cp.dilation, .bias = full_out},
+      core, full_out ? bias : Tensor(), w.dtype(), w.device(), ctx));
+  if (!full_out) {
+    seq.add(make_conv(ro, co, 1, Conv2dOptions{.bias = true}, u, bias, w.dtype(), w.device(), ctx));
+  }
+  for (std::size_t i = 0; i < seq.children().size(); ++i)
+    seq.children()[i].second->set_context(layer.context());
+  // The kernel the factors compose: U U^T W P P^T.
+  Tensor rec = full_out ? core : gemm(u, core.reshape({ro, -1}), {}, ctx).reshape({co, ri, kh, kw});
+  if (!full_in) rec = kernel_in_product(rec, p.t().contiguous(ctx), ctx);
+  const double norm = lowrank::frobenius_norm_sq(w, ctx);
+  return norm == 0.0 ? 0.0 : std::sqrt(lowrank::frobenius_norm_sq(sub(w, rec, ctx), ctx) / norm);
+}
+
+/// A Linear (out, C H W) as the H x W valid convolution C -> out over (N, C, H, W) maps.
+std::shared_ptr<Conv2d> linear_as_conv(Linear& lin, const Tensor& map, const ExecContext& ctx) {
+  const Tensor& w = lin.weight().value;
+  const Tensor bias = lin.bias() != nullptr ? lin.bias()->value : Tensor();
+  auto c = make_conv(map.dim(1), w.dim(0), Size2{map.dim(2), map.dim(3)},
+                     Conv2dOptions{.bias = bias.defined()}, w.contiguous(ctx), bias, w.dtype(),
+                     w.device(), ctx);
+  c->set_context(lin.context());
+  return c;
 }
 
 // ---- parameter and FLOP counts ------------------------------------------------------------
@@ -270,7 +437,8 @@ enum class Method {
   kCp,
   kChannel,
   kChannelResponse,
-  kSpatial
+  kSpatial,
+  kTucker2Response,  // data-aware Tucker-2 of a conv, or of a Linear read as a conv
 };
 
 /// One eligible layer: where it is, and its spectra.
@@ -290,11 +458,31 @@ struct Site {
   std::vector<double> core;         // Tucker-2 core energies (R_out, R_in)
   int64_t ro = 0, ri = 0;
   bool converged = true;
-  int64_t r1 = 0, r2 = 0;   // chosen
-  bool keep_dense = false;  // the global allocation keeps the whole layer
+  int64_t r1 = 0, r2 = 0;           // chosen
+  bool keep_dense = false;          // the global allocation keeps the whole layer
+  Tensor map;                       // linear_as_conv: the recorded input of the Flatten before it
+  std::shared_ptr<Conv2d> as_conv;  // linear_as_conv: the Linear as an H x W convolution
+  Tucker2ResponseTable t2r;         // kTucker2Response
 };
 
-bool matrix_like(Method k) { return k != Method::kTucker2 && k != Method::kCp; }
+/// False, with the reason in the report, for a convolution no rule factorizes here (grouped,
+/// 1x1) or whose decomposition did not converge.
+bool conv_can_factorize(Conv2d& c, const Site& s, LowRankLayerReport& rep) {
+  const Tensor& w = c.weight().value;
+  if (c.params().groups != 1 || w.dim(2) * w.dim(3) == 1) {
+    rep.reason = c.params().groups != 1 ? "grouped convolution" : "1x1 convolution";
+    return false;
+  }
+  if (!s.converged) {
+    rep.reason = "SVD did not converge";
+    return false;
+  }
+  return true;
+}
+
+bool matrix_like(Method k) {
+  return k != Method::kTucker2 && k != Method::kCp && k != Method::kTucker2Response;
+}
 
 const char* method_name(Method k) {
   switch (k) {
@@ -312,6 +500,8 @@ const char* method_name(Method k) {
       return "channel_response";
     case Method::kSpatial:
       return "spatial";
+    case Method::kTucker2Response:
+      return "tucker2_response";
   }
   return "?";
 }
@@ -367,28 +557,50 @@ struct Rewriter {
 
   /// Runs the calibration batch once through the model with recorders around every site.
   void record(Module& model) {
-    std::vector<std::shared_ptr<Module>> originals;
-    std::vector<std::shared_ptr<InputRecorder>> recorders;
+    struct Hook {
+      Module* parent;
+      std::size_t index;
+      std::shared_ptr<Module> original;
+      std::shared_ptr<InputRecorder> recorder;
+      Tensor* into;
+    };
+    std::vector<Hook> hooks;
+    auto hook = [&](Module* parent, std::size_t index, Tensor* into) {
+      Hook h{parent, index, parent->children()[index].second, nullptr, into};
+      h.recorder = std::make_shared<InputRecorder>(h.original);
+      parent->replace_child(index, h.recorder);
+      hooks.push_back(std::move(h));
+    };
     for (Site& s : sites) {
-      originals.push_back(s.parent->children()[s.index].second);
-      recorders.push_back(std::make_shared<InputRecorder>(originals.back()));
-      s.parent->replace_child(s.index, recorders.back());
+      hook(s.parent, s.index, &s.calib);
+      // linear_as_conv: the map a Flatten right before the Linear reads.
+      if (s.lin != nullptr && opt.linear_as_conv && s.index > 0 &&
+          dynamic_cast<Flatten*>(s.parent->children()[s.index - 1].second.get()) != nullptr) {
+        hook(s.parent, s.index - 1, &s.map);
+      }
     }
     const bool training = model.is_training();
     model.train(false);
+    auto restore = [&] {
+      for (Hook& h : hooks) h.parent->replace_child(h.index, h.original);
+      model.train(training);
+    };
     try {
       (void)model.forward(opt.calibration);
     } catch (...) {
-      for (std::size_t k = 0; k < sites.size(); ++k)
-        sites[k].parent->replace_child(sites[k].index, originals[k]);
-      model.train(training);
+      restore();
       throw;
     }
-    for (std::size_t k = 0; k < sites.size(); ++k) {
-      sites[k].parent->replace_child(sites[k].index, originals[k]);
-      sites[k].calib = recorders[k]->input();
-    }
-    model.train(training);
+    for (Hook& h : hooks) *h.into = h.recorder->input();
+    restore();
+  }
+
+  /// The recorded map of a linear_as_conv site, if it is the Flatten(1) of its calibration input.
+  bool reads_map(const Site& s) const {
+    if (!opt.linear_as_conv || !s.map.defined() || s.map.rank() != 4) return false;
+    // A 1 x 1 map makes the Linear a 1x1 conv: nothing to gain over the response SVD.
+    return s.map.dim(1) * s.map.dim(2) * s.map.dim(3) == s.n && s.map.dim(2) * s.map.dim(3) > 1 &&
+           s.calib.rank() == 2 && s.calib.dim(0) == s.map.dim(0);
   }
 
   /// The method and the spectra of one site.
@@ -398,7 +610,12 @@ struct Rewriter {
       const Tensor& w = s.lin->weight().value;
       s.m = w.dim(0);
       s.n = w.dim(1);
-      if (responses && needs_spectrum()) {
+      if (responses && needs_spectrum() && reads_map(s)) {
+        s.method = Method::kTucker2Response;
+        s.as_conv = linear_as_conv(*s.lin, s.map, ctx);
+        s.t2r = response_table(*s.as_conv, s.map, ctx);
+        s.converged = s.t2r.converged;
+      } else if (responses && needs_spectrum()) {
         s.method = Method::kLinearResponse;
         s.basis = lowrank::linear_response_basis(s.calib.reshape({-1, s.n}), w,
                                                  opt.response_centered, ctx);
@@ -414,6 +631,13 @@ struct Rewriter {
     }
     const Tensor& w = s.conv->weight().value;
     const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), hw = kh * kw;
+    if (responses && needs_spectrum() && opt.conv == ConvFactorization::kTucker2 &&
+        s.conv->params().groups == 1 && hw > 1) {
+      s.method = Method::kTucker2Response;
+      s.t2r = response_table(*s.conv, s.calib, ctx);
+      s.converged = s.t2r.converged;
+      return;
+    }
     switch (opt.conv) {
       case ConvFactorization::kChannel:
         s.m = co;
@@ -467,6 +691,16 @@ struct Rewriter {
 
   /// Per-layer rank choice (every rule but kGlobalEnergy).
   void choose_local(Site& s) {
+    if (s.method == Method::kTucker2Response) {
+      if (!s.converged) return;  // build reports it; the table holds NaN
+      const Tensor& w = (s.as_conv ? *s.as_conv : *s.conv).weight().value;
+      const lowrank::Tucker2Ranks t =
+          lowrank::tucker2_ranks_for_kept(s.t2r.kept, s.t2r.r_out_max, s.t2r.r_in_max, w.dim(0),
+                                          w.dim(1), w.dim(2) * w.dim(3), energy_target());
+      s.r1 = std::max(t.out, std::min(policy.min_rank, s.t2r.r_out_max));
+      s.r2 = std::max(t.in, std::min(policy.min_rank, s.t2r.r_in_max));
+      return;
+    }
     if (matrix_like(s.method)) {
       s.r1 = lowrank::select_rank(s.s, s.m, s.n, policy);
       if (!s.s.empty()) s.r1 = std::min<int64_t>(s.r1, static_cast<int64_t>(s.s.size()));
@@ -550,6 +784,48 @@ struct Rewriter {
     }
   }
 
+  /// kTucker2Response: the data-aware Tucker-2 of a conv, or of a Linear read as a conv (then
+  /// wrapped in Unflatten ... Flatten).
+  std::shared_ptr<Module> build_tucker2_response(Site& s, LowRankLayerReport& rep) {
+    Conv2d& c = s.as_conv ? *s.as_conv : *s.conv;
+    const Tensor& w = c.weight().value;
+    const int64_t co = w.dim(0), ci = w.dim(1), hw = w.dim(2) * w.dim(3);
+    const int64_t bias_before = c.bias() != nullptr ? co : 0;
+    const int64_t ro = s.r1, ri = s.r2;
+    rep.type = s.lin != nullptr ? "Linear" : "Conv2d";
+    rep.params_before = rep.params_after = co * ci * hw + bias_before;
+    rep.flops_before = rep.flops_after = 2 * co * ci * hw;
+    rep.rank = ro;
+    rep.rank_in = ri;
+    if (!conv_can_factorize(c, s, rep)) return nullptr;
+    const int64_t after = lowrank::tucker2_folded_params(co, ci, hw, ro, ri) + co;  // + the bias
+    if (after >= rep.params_before) {
+      rep.reason = "ranks (" + std::to_string(ro) + ", " + std::to_string(ri) +
+                   ") would not save parameters";
+      return nullptr;
+    }
+    rep.params_after = after;
+    // Per output position; the input 1x1 runs at the input resolution (H W positions for a
+    // Linear read as a conv, one output position).
+    const int64_t in_positions = s.as_conv ? s.map.dim(2) * s.map.dim(3) : 1;
+    rep.flops_after =
+        2 * ((ri < ci ? ci * ri * in_positions : 0) + ri * ro * hw + (ro < co ? ro * co : 0));
+    rep.energy_kept = s.t2r.kept[static_cast<std::size_t>((ro - 1) * s.t2r.r_in_max + (ri - 1))];
+    rep.factorized = true;
+    if (!s.as_conv) {
+      auto seq = std::make_shared<FactorizedSequential>("Tucker2Conv2d");
+      rep.relative_error = append_tucker2_response(c, s.t2r, s.calib, ro, ri, *seq, ctx);
+      seq->set_context(c.context());
+      return seq;
+    }
+    auto seq = std::make_shared<FactorizedSequential>("Tucker2Linear");
+    seq->add(std::make_shared<Unflatten>(s.map.dim(1), s.map.dim(2), s.map.dim(3)));
+    rep.relative_error = append_tucker2_response(c, s.t2r, s.map, ro, ri, *seq, ctx);
+    seq->add(std::make_shared<Flatten>(1));
+    seq->set_context(s.lin->context());
+    return seq;
+  }
+
   /// The replacement of one site at its chosen rank(s), or nullptr (reason in the report).
   std::shared_ptr<Module> build(Site& s, LowRankLayerReport& rep) {
     rep.name = s.name;
@@ -568,6 +844,7 @@ struct Rewriter {
       rep.reason = "the global energy allocation keeps it dense";
       return nullptr;
     }
+    if (s.method == Method::kTucker2Response) return build_tucker2_response(s, rep);
     if (s.lin != nullptr) {
       const int64_t m = s.m, n = s.n, r = s.r1;
       const bool adds_bias = s.method == Method::kLinearResponse && opt.response_centered;
@@ -608,14 +885,7 @@ struct Rewriter {
     rep.type = "Conv2d";
     rep.params_before = rep.params_after = before + bias_before;
     rep.flops_before = rep.flops_after = 2 * before;
-    if (c.params().groups != 1 || hw == 1) {
-      rep.reason = c.params().groups != 1 ? "grouped convolution" : "1x1 convolution";
-      return nullptr;
-    }
-    if (!s.converged) {
-      rep.reason = "SVD did not converge";
-      return nullptr;
-    }
+    if (!conv_can_factorize(c, s, rep)) return nullptr;
     if (matrix_like(s.method)) {
       const int64_t r = s.r1;
       rep.rank = r;
@@ -678,12 +948,19 @@ struct Rewriter {
   std::vector<LowRankLayerReport> run(Module& model) {
     collect(model, "");
     if (sites.empty()) return {};
+    const bool responses = opt.energy_source == EnergySource::kResponses;
     for (const Site& s : sites) {
-      FRUGAL_REQUIRE(s.conv == nullptr || opt.energy_source != EnergySource::kResponses ||
-                         opt.conv == ConvFactorization::kChannel,
+      FRUGAL_REQUIRE(s.conv == nullptr || !responses || opt.conv == ConvFactorization::kChannel ||
+                         opt.conv == ConvFactorization::kTucker2,
                      "factorize_model",
                      "EnergySource::kResponses supports convolutions only "
-                     "with ConvFactorization::kChannel (layer ",
+                     "with ConvFactorization::kChannel or kTucker2 (layer ",
+                     s.name, ")");
+      FRUGAL_REQUIRE(!(global() && responses && opt.conv == ConvFactorization::kTucker2 &&
+                       (s.conv != nullptr || opt.linear_as_conv)),
+                     "factorize_model",
+                     "RankRule::kGlobalEnergy does not support the data-aware Tucker-2 "
+                     "(EnergySource::kResponses with ConvFactorization::kTucker2; layer ",
                      s.name, ")");
     }
     if (opt.energy_source == EnergySource::kResponses && needs_spectrum()) record(model);
@@ -791,6 +1068,51 @@ std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor&
                            "ChannelConv2d", ctx);
 }
 
+Tucker2ResponseTable tucker2_response_table(Conv2d& layer, const Tensor& inputs,
+                                            const ExecContext& ctx) {
+  check_response_inputs("tucker2_response_table", layer, inputs);
+  return response_table(layer, inputs, ctx);
+}
+
+std::shared_ptr<Sequential> factorize_conv_tucker2_response(Conv2d& layer, const Tensor& inputs,
+                                                            int64_t rank_out, int64_t rank_in,
+                                                            const ExecContext& ctx) {
+  const char* op = "factorize_conv_tucker2_response";
+  check_response_inputs(op, layer, inputs);
+  const Tensor& w = layer.weight().value;
+  FRUGAL_REQUIRE(rank_out >= 1 && rank_out <= w.dim(0) && rank_in >= 1 && rank_in <= w.dim(1), op,
+                 "ranks (", rank_out, ", ", rank_in, ") outside [1, C_out = ", w.dim(0),
+                 "] x [1, C_in = ", w.dim(1), "]");
+  const Tucker2ResponseTable t = response_table(layer, inputs, ctx);
+  FRUGAL_REQUIRE(rank_out <= t.r_out_max && rank_in <= t.r_in_max, op, "ranks (", rank_out, ", ",
+                 rank_in, ") exceed the (", t.r_out_max, ", ", t.r_in_max,
+                 ") directions the calibration rows give");
+  auto seq = std::make_shared<FactorizedSequential>("Tucker2Conv2d");
+  (void)append_tucker2_response(layer, t, inputs, rank_out, rank_in, *seq, ctx);
+  seq->set_context(layer.context());
+  return seq;
+}
+
+Unflatten::Unflatten(int64_t channels, int64_t height, int64_t width)
+    : c_(channels), h_(height), w_(width) {
+  FRUGAL_REQUIRE(channels > 0 && height > 0 && width > 0, "Unflatten", "map (", channels, ", ",
+                 height, ", ", width, ") must be positive");
+}
+
+Tensor Unflatten::forward(const Tensor& input) {
+  FRUGAL_REQUIRE(input.defined() && input.rank() == 2 && input.dim(1) == c_ * h_ * w_, "Unflatten",
+                 "input must be (N, ", c_ * h_ * w_, "), got ",
+                 input.defined() ? input.shape() : Shape{});
+  return input.contiguous(ctx_).reshape({input.dim(0), c_, h_, w_});
+}
+
+Tensor Unflatten::backward(const Tensor& grad_output) {
+  FRUGAL_REQUIRE(grad_output.defined() && grad_output.rank() == 4 && grad_output.dim(1) == c_ &&
+                     grad_output.dim(2) == h_ && grad_output.dim(3) == w_,
+                 "Unflatten::backward", "grad_output must be (N, ", c_, ", ", h_, ", ", w_, ")");
+  return grad_output.contiguous(ctx_).reshape({grad_output.dim(0), c_ * h_ * w_});
+}
+
 std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::RankPolicy& policy,
                                                 const FactorizeOptions& opt,
                                                 const ExecContext& ctx) {
@@ -809,6 +1131,10 @@ std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::Ra
   FRUGAL_REQUIRE(
       !(policy.rule == lowrank::RankRule::kGlobalEnergy && opt.conv == ConvFactorization::kCp), op,
       "RankRule::kGlobalEnergy does not support CP convolutions");
+  FRUGAL_REQUIRE(!opt.linear_as_conv || (opt.energy_source == EnergySource::kResponses &&
+                                         opt.conv == ConvFactorization::kTucker2),
+                 op,
+                 "linear_as_conv needs EnergySource::kResponses with ConvFactorization::kTucker2");
   Rewriter rw{policy, opt, ctx, {}};
   return rw.run(model);
 }

@@ -9,8 +9,10 @@
 
 #include "frugal/core/ops.hpp"
 #include "frugal/lowrank.hpp"
+#include "frugal/nn/activation.hpp"
 #include "frugal/nn/lowrank_layers.hpp"
 #include "frugal/nn/models.hpp"
+#include "frugal/nn/pool.hpp"
 #include "frugal/ref/lowrank.hpp"
 #include "support/gpu.hpp"
 #include "support/tolerance.hpp"
@@ -210,6 +212,58 @@ TEST(LowrankCuda, RankRulesAndConvSvdOnDeviceMatchCpu) {
   auto rg = nn::factorize_conv_response(conv_g, img.to(Device::cuda()), 4);
   EXPECT_TRUE(testing::all_close(rg->forward(img.to(Device::cuda())).to(Device::cpu()),
                                  rc->forward(img), 1e-8, 1e-9));  // f64; subspace, not vectors
+}
+
+TEST(LowrankCuda, Tucker2ResponseOnDeviceMatchesCpu) {
+  FRUGAL_REQUIRE_GPU();
+  // Data-aware Tucker-2 (response and input bases, the kept table from device Grams) and the
+  // whole-model rule with the classifier read as a conv: same table, ranks and outputs as the host.
+  nn::Conv2d conv_c(6, 8, nn::Size2{3, 3}, nn::Conv2dOptions{.padding = 1}, 5, DType::kF64);
+  nn::Conv2d conv_g(6, 8, nn::Size2{3, 3}, nn::Conv2dOptions{.padding = 1}, 5, DType::kF64);
+  conv_g.to(Device::cuda());
+  const Tensor img = make(ref::gaussian(4 * 6 * 5 * 5, 1, 12), {4, 6, 5, 5}, DType::kF64);
+  const nn::Tucker2ResponseTable tc = nn::tucker2_response_table(conv_c, img);
+  const nn::Tucker2ResponseTable tg = nn::tucker2_response_table(conv_g, img.to(Device::cuda()));
+  ASSERT_EQ(tg.kept.size(), tc.kept.size());
+  for (std::size_t i = 0; i < tc.kept.size(); ++i)
+    EXPECT_NEAR(tg.kept[i], tc.kept[i], 1e-9) << i;  // f64 Grams, another summation order
+  auto fc = nn::factorize_conv_tucker2_response(conv_c, img, 4, 3);
+  auto fg = nn::factorize_conv_tucker2_response(conv_g, img.to(Device::cuda()), 4, 3);
+  EXPECT_TRUE(testing::all_close(fg->forward(img.to(Device::cuda())).to(Device::cpu()),
+                                 fc->forward(img), 1e-8, 1e-9));  // f64; subspaces, not vectors
+  const Tensor calib = make(ref::gaussian(32 * 64, 1, 13), {32, 1, 8, 8}, DType::kF64);
+  auto build = [] {
+    auto m = std::make_shared<nn::Sequential>();
+    const nn::Conv2dOptions o{.padding = 1, .bias = false};
+    m->add(std::make_shared<nn::Conv2d>(1, 4, nn::Size2{3, 3}, o, 1, DType::kF64));
+    m->add(std::make_shared<nn::ReLU>());
+    m->add(std::make_shared<nn::Conv2d>(4, 6, nn::Size2{3, 3}, o, 2, DType::kF64));
+    m->add(std::make_shared<nn::ReLU>());
+    m->add(std::make_shared<nn::MaxPool2d>(2));
+    m->add(std::make_shared<nn::Flatten>(1));
+    m->add(std::make_shared<nn::Linear>(6 * 4 * 4, 10, true, 3, DType::kF64));
+    return m;
+  };
+  auto cpu = build();
+  auto gpu = build();
+  gpu->to(Device::cuda());
+  nn::FactorizeOptions oc, og;
+  oc.energy_source = og.energy_source = nn::EnergySource::kResponses;
+  oc.linear_as_conv = og.linear_as_conv = true;
+  oc.calibration = calib;
+  og.calibration = calib.to(Device::cuda());
+  const auto rc = nn::factorize_model(*cpu, lowrank::RankPolicy::energy(0.9), oc);
+  const auto rg = nn::factorize_model(*gpu, lowrank::RankPolicy::energy(0.9), og);
+  ASSERT_EQ(rg.size(), rc.size());
+  for (std::size_t i = 0; i < rc.size(); ++i) {
+    EXPECT_EQ(rg[i].factorized, rc[i].factorized) << i;
+    EXPECT_EQ(rg[i].rank, rc[i].rank) << i;
+    EXPECT_EQ(rg[i].rank_in, rc[i].rank_in) << i;
+  }
+  cpu->train(false);
+  gpu->train(false);
+  EXPECT_TRUE(testing::all_close(gpu->forward(calib.to(Device::cuda())).to(Device::cpu()),
+                                 cpu->forward(calib), 1e-8, 1e-9));  // f64, as above
 }
 
 }  // namespace

@@ -11,8 +11,10 @@
 #include "frugal/core/ops.hpp"
 #include "frugal/lowrank/rank.hpp"
 #include "frugal/lowrank/svd.hpp"
+#include "frugal/nn/activation.hpp"
 #include "frugal/nn/lowrank_layers.hpp"
 #include "frugal/nn/models.hpp"
+#include "frugal/nn/pool.hpp"
 #include "support/check.hpp"
 #include "support/tolerance.hpp"
 
@@ -294,6 +296,223 @@ TEST(FactorizeModel, Tucker2CoreEnergyAndConvAlternativesKeepTheirEnergy) {
   }
 }
 
+/// Rows (N H W, C) of maps (N, C, H, W), by explicit loops.
+Mat map_rows(const Tensor& t) {
+  const int64_t n = t.dim(0), c = t.dim(1), hw = t.dim(2) * t.dim(3);
+  const std::vector<double> v = t.contiguous().to_vector<double>();
+  Mat m(n * hw, c);
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t q = 0; q < hw; ++q) m(a * hw + q, ch) = v[(a * c + ch) * hw + q];
+  return m;
+}
+
+/// Maps (N, C, H, W) with a 2-dimensional channel signal plus noise, positive (ReLU-like).
+Tensor correlated_maps(int64_t n, int64_t c, int64_t h, uint32_t seed) {
+  const Mat rows = to_mat(correlated(n * h * h, c, seed));  // (N H W, C), rank-3 signal
+  std::vector<double> v(static_cast<std::size_t>(n * c * h * h));
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t q = 0; q < h * h; ++q)
+        v[(a * c + ch) * h * h + q] = std::max(0.0, rows(a * h * h + q, ch));
+  return Tensor::from_vector(v, {n, c, h, h});
+}
+
+int64_t count_params(Module& m) {
+  int64_t n = 0;
+  for (Parameter* p : m.parameters()) n += p->value.numel();
+  return n;
+}
+
+TEST(Tucker2Response, TableIsTheVarianceTheFactorizedLayerKeeps) {
+  const int64_t ci = 4, co = 6;
+  Conv2d conv(ci, co, Size2{3, 3}, Conv2dOptions{.padding = 1, .bias = true}, 4, DType::kF64);
+  const Tensor calib = correlated_maps(6, ci, 5, 21);
+  const Tucker2ResponseTable t = tucker2_response_table(conv, calib);
+  ASSERT_EQ(t.r_out_max, co);
+  ASSERT_EQ(t.r_in_max, ci);
+  ASSERT_EQ(t.kept.size(), static_cast<std::size_t>(co * ci));
+  // Reference: the bias-free responses Y by the dense conv, and their centered variance.
+  const Tensor bias = conv.bias()->value;
+  const Mat y = map_rows(dense_conv(calib, conv.weight().value, {}, conv.params()));
+  Mat yc = y;
+  yc.rowwise() -= y.colwise().mean();
+  const double total = yc.squaredNorm();
+  Eigen::VectorXd lambda;
+  (void)top_directions(y, true, 1, &lambda);
+  for (int64_t a = 1; a <= co; ++a) {
+    for (int64_t b = 1; b <= ci; ++b) {
+      // The factorized layer itself, run on the calibration batch: 1 - ||Y + b - Yhat||^2 /
+      // ||Yc||^2 is what the table must hold.
+      auto seq = factorize_conv_tucker2_response(conv, calib, a, b);
+      const std::size_t layers = 1 + (a < co ? 1 : 0) + (b < ci ? 1 : 0);
+      EXPECT_EQ(seq->children().size(), layers) << a << "x" << b;
+      EXPECT_EQ(count_params(*seq), lowrank::tucker2_folded_params(co, ci, 9, a, b) + co);
+      Mat r = map_rows(seq->forward(calib)) - y;
+      r.rowwise() -= to_mat(bias.reshape({1, co})).row(0);
+      const double kept = t.kept[static_cast<std::size_t>((a - 1) * ci + (b - 1))];
+      EXPECT_NEAR(kept, 1.0 - r.squaredNorm() / total, 1e-9) << a << "x" << b;  // f64 Grams
+      if (b == ci) {
+        // No input projection: the variance of the top-a response directions (eigenvalues).
+        EXPECT_NEAR(kept, lambda.head(a).sum() / total, 1e-9) << a;  // f64 eigen vs SVD
+      }
+    }
+  }
+  // Full ranks: the dense layer (the mean shift is zero).
+  EXPECT_NEAR(t.kept.back(), 1.0, 1e-12);  // f64 rounding
+  const Tensor x = random_f64({2, ci, 5, 5}, 22);
+  EXPECT_TRUE(all_close(factorize_conv_tucker2_response(conv, calib, co, ci)->forward(x),
+                        conv.forward(x), 0.0, 1e-10));  // f64, another summation order
+  // Ranks (3, 2) against the closed form built here: kernel U U^T W (P P^T on the input
+  // channels) with U, P from Eigen's eigen-decompositions, bias b + ybar - U U^T zbar.
+  const Mat u = top_directions(y, true, 3);
+  const Mat p = top_directions(map_rows(calib), false, 2);
+  const Mat pu = u * u.transpose(), pp = p * p.transpose();
+  const std::vector<double> wv = conv.weight().value.to_vector<double>();
+  std::vector<double> wp(wv.size()), wr(wv.size());
+  for (int64_t o = 0; o < co; ++o)
+    for (int64_t c = 0; c < ci; ++c)
+      for (int64_t k = 0; k < 9; ++k) {
+        double acc = 0;
+        for (int64_t d = 0; d < ci; ++d) acc += wv[(o * ci + d) * 9 + k] * pp(d, c);
+        wp[(o * ci + c) * 9 + k] = acc;
+      }
+  for (int64_t o = 0; o < co; ++o)
+    for (int64_t c = 0; c < ci; ++c)
+      for (int64_t k = 0; k < 9; ++k) {
+        double acc = 0;
+        for (int64_t q = 0; q < co; ++q) acc += pu(o, q) * wp[(q * ci + c) * 9 + k];
+        wr[(o * ci + c) * 9 + k] = acc;
+      }
+  const Mat z = map_rows(
+      dense_conv(calib, Tensor::from_vector(wp, conv.weight().value.shape()), {}, conv.params()));
+  const Eigen::VectorXd c = y.colwise().mean().transpose() - pu * z.colwise().mean().transpose();
+  const Eigen::VectorXd b_ref = to_mat(bias.reshape({co, 1})).col(0) + c;
+  const Tensor want = dense_conv(x, Tensor::from_vector(wr, conv.weight().value.shape()),
+                                 to_tensor(b_ref, {co}), conv.params());
+  EXPECT_TRUE(all_close(factorize_conv_tucker2_response(conv, calib, 3, 2)->forward(x), want, 0.0,
+                        1e-9));  // f64; gapped spectra, projectors not vectors
+}
+
+TEST(Tucker2Response, CheapestRanksForKeptIsTheBruteForceMinimum) {
+  // Parameter counts by hand: (32, 16, 3x3) at (20, 10): 16*10 + 10*20*9 + 20*32; a full input
+  // rank drops the input 1x1, a full output rank the output 1x1.
+  EXPECT_EQ(lowrank::tucker2_folded_params(32, 16, 9, 20, 10), 160 + 1800 + 640);
+  EXPECT_EQ(lowrank::tucker2_folded_params(10, 32, 16, 10, 8), 256 + 1280);
+  EXPECT_EQ(lowrank::tucker2_folded_params(16, 1, 9, 5, 1), 45 + 80);
+  EXPECT_EQ(lowrank::tucker2_folded_params(4, 4, 9, 4, 4), 144);
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    const int64_t ro = 6, ri = 5, co = 6, ci = 7, hw = 9;
+    const std::vector<double> kept = random_f64({ro, ri}, seed, 0.f, 1.f).to_vector<double>();
+    for (double e : {0.3, 0.8, 0.99}) {
+      const lowrank::Tucker2Ranks got =
+          lowrank::tucker2_ranks_for_kept(kept, ro, ri, co, ci, hw, e);
+      // Brute force with the cost written out here.
+      int64_t best = -1, ba = ro, bb = ri;
+      for (int64_t a = 1; a <= ro; ++a)
+        for (int64_t b = 1; b <= ri; ++b) {
+          if (kept[(a - 1) * ri + (b - 1)] < e) continue;
+          const int64_t cost = (b < ci ? ci * b : 0) + a * b * hw + (a < co ? a * co : 0);
+          if (best < 0 || cost < best) {
+            best = cost;
+            ba = a;
+            bb = b;
+          }
+        }
+      EXPECT_EQ(got.out, ba) << seed << " " << e;
+      EXPECT_EQ(got.in, bb) << seed << " " << e;
+    }
+  }
+}
+
+TEST(FactorizeModel, Tucker2ResponseReadsTheClassifierAsAConvOverItsMap) {
+  auto build = [] {
+    auto m = std::make_shared<Sequential>();
+    m->add(std::make_shared<Conv2d>(1, 4, Size2{3, 3}, Conv2dOptions{.padding = 1, .bias = false},
+                                    1, DType::kF64));
+    m->add(std::make_shared<ReLU>());
+    m->add(std::make_shared<Conv2d>(4, 6, Size2{3, 3}, Conv2dOptions{.padding = 1, .bias = false},
+                                    2, DType::kF64));
+    m->add(std::make_shared<ReLU>());
+    m->add(std::make_shared<MaxPool2d>(2));
+    m->add(std::make_shared<Flatten>(1));
+    m->add(std::make_shared<Linear>(6 * 2 * 2, 5, true, 3, DType::kF64));
+    return m;
+  };
+  const Tensor calib = random_f64({16, 1, 4, 4}, 31, 0.f, 1.f);
+  FactorizeOptions opt;
+  opt.energy_source = EnergySource::kResponses;
+  opt.calibration = calib;
+  opt.linear_as_conv = true;
+  // Independent expectation for the classifier: its input map recorded by running the dense
+  // prefix here, the Linear rebuilt as a 2x2 conv by hand, its table, and a brute-force search.
+  auto dense = build();
+  Tensor map = calib;
+  for (std::size_t i = 0; i < 5; ++i) map = (*dense)[i].forward(map);  // (16, 6, 2, 2)
+  auto& lin = dynamic_cast<Linear&>((*dense)[6]);
+  Conv2d as_conv(6, 5, Size2{2, 2}, Conv2dOptions{}, 0, DType::kF64);
+  as_conv.weight().value.copy_from(lin.weight().value.reshape({5, 6, 2, 2}));
+  as_conv.bias()->value.copy_from(lin.bias()->value);
+  const Tucker2ResponseTable t = tucker2_response_table(as_conv, map);
+  int64_t best = -1, ba = 0, bb = 0;
+  for (int64_t a = 1; a <= t.r_out_max; ++a)
+    for (int64_t b = 1; b <= t.r_in_max; ++b) {
+      if (t.kept[(a - 1) * t.r_in_max + (b - 1)] < 0.8) continue;
+      const int64_t cost = (b < 6 ? 6 * b : 0) + a * b * 4 + (a < 5 ? a * 5 : 0);
+      if (best < 0 || cost < best) {
+        best = cost;
+        ba = a;
+        bb = b;
+      }
+    }
+  ASSERT_GT(best, 0);
+  ASSERT_LT(best + 5, 5 * 24 + 5) << "the test needs a saving classifier";
+  // Only the classifier factorized (the convs skipped), so its input is the recorded map.
+  auto model = build();
+  FactorizeOptions only_fc = opt;
+  only_fc.skip = {"0", "2"};
+  const auto rep = factorize_model(*model, lowrank::RankPolicy::energy(0.8), only_fc);
+  ASSERT_EQ(rep.size(), 1u);
+  EXPECT_EQ(rep[0].name, "6");
+  EXPECT_EQ(rep[0].method, "tucker2_response");
+  ASSERT_TRUE(rep[0].factorized) << rep[0].reason;
+  EXPECT_EQ(rep[0].rank, ba);
+  EXPECT_EQ(rep[0].rank_in, bb);
+  EXPECT_EQ(rep[0].params_after, best + 5);
+  EXPECT_EQ((*model)[6].type_name(), "Tucker2Linear");
+  EXPECT_EQ(count_params((*model)[6]), best + 5);
+  // energy_kept = the variance of the logits the factorized classifier keeps, measured here.
+  const Mat y = to_mat(dense->forward(calib)), yh = to_mat(model->forward(calib));
+  Mat yc = y;
+  yc.rowwise() -= y.colwise().mean();
+  EXPECT_NEAR(rep[0].energy_kept, 1.0 - (y - yh).squaredNorm() / yc.squaredNorm(), 1e-9);
+  EXPECT_GE(rep[0].energy_kept, 0.8);
+  // The whole model: convs by data-aware Tucker-2 too, each keeping >= 80% of its variance;
+  // training still works through Unflatten / Flatten (backward returns the input's shape).
+  auto all = build();
+  const auto reps = factorize_model(*all, lowrank::RankPolicy::energy(0.8), opt);
+  ASSERT_EQ(reps.size(), 3u);
+  for (const auto& r : reps) {
+    EXPECT_EQ(r.method, "tucker2_response") << r.name;
+    if (r.factorized) {
+      EXPECT_GE(r.energy_kept, 0.8 * (1 - 1e-12)) << r.name;
+    }
+  }
+  all->train(true);
+  const Tensor out = all->forward(calib);
+  EXPECT_EQ(out.shape(), (Shape{16, 5}));
+  EXPECT_EQ(all->backward(Tensor::full({16, 5}, 1.0, DType::kF64)).shape(), calib.shape());
+  // A Linear after a Flatten of 1 x 1 maps is a 1x1 conv: it keeps the response SVD.
+  Sequential pooled;
+  pooled.add(std::make_shared<Flatten>(1));
+  pooled.add(std::make_shared<Linear>(6, 4, true, 5, DType::kF64));
+  FactorizeOptions po = opt;
+  po.calibration = correlated_maps(32, 6, 1, 41);
+  const auto pr = factorize_model(pooled, lowrank::RankPolicy::energy(0.9), po);
+  ASSERT_EQ(pr.size(), 1u);
+  EXPECT_EQ(pr[0].method, "response");
+}
+
 TEST(LowRankRules, BadInput) {
   Sequential model;
   model.add(std::make_shared<Linear>(6, 4, true, 1, DType::kF64));
@@ -302,7 +521,7 @@ TEST(LowRankRules, BadInput) {
   expect_error([&] { factorize_model(model, lowrank::RankPolicy::energy(0.9), resp); },
                ErrorCode::kInvalidArgument, "factorize_model", "calibration");
   resp.calibration = random_f64({5, 6}, 1);
-  resp.conv = ConvFactorization::kTucker2;
+  resp.conv = ConvFactorization::kSpatial;
   Sequential convs;
   convs.add(std::make_shared<Conv2d>(2, 4, Size2{3, 3}, Conv2dOptions{}, 1, DType::kF64));
   resp.calibration = random_f64({1, 2, 5, 5}, 1);
@@ -355,6 +574,68 @@ TEST(LowRankRules, BadInput) {
       ErrorCode::kInvalidArgument, "factorize_conv_response");
   expect_error([&] { factorize_conv_channel(conv, 5); }, ErrorCode::kInvalidArgument,
                "channel_svd");
+  // Data-aware Tucker-2.
+  resp.conv = ConvFactorization::kTucker2;
+  expect_error([&] { factorize_model(convs, lowrank::RankPolicy::global_energy(0.9), resp); },
+               ErrorCode::kInvalidArgument, "factorize_model", "kGlobalEnergy");
+  EXPECT_EQ(convs[0].type_name(), "Conv2d");
+  expect_error(
+      [&] {
+        factorize_model(model, lowrank::RankPolicy::energy(0.9),
+                        FactorizeOptions{.linear_as_conv = true});
+      },
+      ErrorCode::kInvalidArgument, "factorize_model", "linear_as_conv");
+  const Tensor maps = random_f64({2, 2, 5, 5}, 6);
+  expect_error(
+      [&] {
+        tucker2_response_table(conv, random_f64({2, 3, 5, 5}, 4));
+      },
+      ErrorCode::kInvalidArgument, "tucker2_response_table");
+  expect_error([&] { tucker2_response_table(conv, maps.to(DType::kF32)); },
+               ErrorCode::kInvalidArgument, "tucker2_response_table", "dtype");
+  expect_error([&] { tucker2_response_table(conv, Tensor()); }, ErrorCode::kInvalidArgument,
+               "tucker2_response_table");
+  expect_error(
+      [&] {
+        tucker2_response_table(dw, random_f64({1, 4, 5, 5}, 5));
+      },
+      ErrorCode::kInvalidArgument, "tucker2_response_table");
+  expect_error([&] { factorize_conv_tucker2_response(conv, maps, 0, 1); },
+               ErrorCode::kInvalidArgument, "factorize_conv_tucker2_response");
+  expect_error([&] { factorize_conv_tucker2_response(conv, maps, 2, 3); },
+               ErrorCode::kInvalidArgument, "factorize_conv_tucker2_response");
+  expect_error([&] { factorize_conv_tucker2_response(conv, maps, 5, 1); },
+               ErrorCode::kInvalidArgument, "factorize_conv_tucker2_response");
+  // One image of one position gives one response direction and one input direction.
+  Conv2d one(2, 4, Size2{1, 1}, Conv2dOptions{}, 1, DType::kF64);
+  expect_error(
+      [&] {
+        factorize_conv_tucker2_response(one, random_f64({1, 2, 1, 1}, 7), 2, 1);
+      },
+      ErrorCode::kInvalidArgument, "factorize_conv_tucker2_response", "directions");
+  const std::vector<double> kept(6, 0.5), nan_kept{0.5, std::nan(""), 0.5, 0.5, 0.5, 0.5};
+  expect_error([&] { lowrank::tucker2_ranks_for_kept(kept, 2, 2, 4, 4, 9, 0.9); },
+               ErrorCode::kInvalidArgument, "tucker2_ranks_for_kept", "entries");
+  expect_error([&] { lowrank::tucker2_ranks_for_kept(nan_kept, 2, 3, 4, 4, 9, 0.9); },
+               ErrorCode::kInvalidArgument, "tucker2_ranks_for_kept");
+  expect_error([&] { lowrank::tucker2_ranks_for_kept(kept, 2, 3, 4, 4, 9, 0.0); },
+               ErrorCode::kInvalidArgument, "tucker2_ranks_for_kept");
+  expect_error([&] { lowrank::tucker2_ranks_for_kept(kept, 2, 3, 4, 4, 9, 1.5); },
+               ErrorCode::kInvalidArgument, "tucker2_ranks_for_kept");
+  expect_error([&] { lowrank::tucker2_ranks_for_kept(kept, 2, 3, 4, 2, 9, 0.9); },
+               ErrorCode::kInvalidArgument, "tucker2_ranks_for_kept");
+  expect_error([&] { lowrank::tucker2_folded_params(4, 4, 9, 0, 1); }, ErrorCode::kInvalidArgument,
+               "tucker2_folded_params");
+  expect_error([&] { lowrank::tucker2_folded_params(4, 4, 9, 2, 5); }, ErrorCode::kInvalidArgument,
+               "tucker2_folded_params");
+  expect_error([&] { Unflatten(0, 2, 2); }, ErrorCode::kInvalidArgument, "Unflatten");
+  Unflatten un(2, 2, 2);
+  expect_error(
+      [&] {
+        un.forward(random_f64({3, 7}, 8));
+      },
+      ErrorCode::kInvalidArgument, "Unflatten");
+  EXPECT_EQ(un.forward(random_f64({3, 8}, 8)).shape(), (Shape{3, 2, 2, 2}));
 }
 
 }  // namespace

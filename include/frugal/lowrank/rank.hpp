@@ -122,6 +122,24 @@ struct Tucker2Chain {
 Tucker2Chain tucker2_energy_chain(std::span<const double> e, int64_t r_out_max, int64_t r_in_max,
                                   int64_t c_out, int64_t c_in, int64_t hw);
 
+/// Parameters of a Tucker-2 factorization of a (c_out, c_in, kh kw = hw) kernel at ranks
+/// (r_out, r_in) when a factor of full rank is left out (an invertible factor folds into the
+/// core: r_in = c_in needs no input 1x1, r_out = c_out no output 1x1):
+/// (r_in < c_in ? c_in r_in : 0) + r_in r_out hw + (r_out < c_out ? r_out c_out : 0).
+/// Needs 1 <= r_out <= c_out, 1 <= r_in <= c_in, hw >= 1.
+int64_t tucker2_folded_params(int64_t c_out, int64_t c_in, int64_t hw, int64_t r_out, int64_t r_in);
+
+/// Cheapest Tucker-2 ranks keeping a fraction of a measured energy: `kept` (r_out_max, r_in_max)
+/// row-major holds, for ranks (a + 1, b + 1), the fraction of the energy they keep (e.g. the
+/// response variance of nn::tucker2_response_table); among the pairs with kept >= energy, the
+/// one with the fewest tucker2_folded_params (ties: smaller r_out, then smaller r_in);
+/// (r_out_max, r_in_max) when none reaches it. kept need not be monotone. Throws
+/// InvalidArgument "[tucker2_ranks_for_kept] ..." for a table of the wrong size, a non-finite
+/// entry, maxima outside [1, c_out] x [1, c_in], or energy outside (0, 1].
+Tucker2Ranks tucker2_ranks_for_kept(std::span<const double> kept, int64_t r_out_max,
+                                    int64_t r_in_max, int64_t c_out, int64_t c_in, int64_t hw,
+                                    double energy);
+
 /// The singular values of a rank-1 tensor (any device, f32 / f64) as host doubles.
 std::vector<double> host_values(const Tensor& s);
 

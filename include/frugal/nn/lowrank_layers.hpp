@@ -9,6 +9,9 @@
 ///   Conv2d, CP (Lebedev et al. 2015)    ->  1x1 C_in -> R, depthwise kh x 1, depthwise 1 x kw,
 ///     1x1 R -> C_out (bias); the vertical / horizontal parts take the stride, padding and
 ///     dilation of their own axis.
+///   Conv2d, data-aware Tucker-2         ->  the Tucker-2 structure with both channel modes from
+///     calibration data (tucker2_response_table); a Linear reading a flattened map can take it
+///     as an H x W convolution (FactorizeOptions::linear_as_conv).
 /// Each factorized layer is exactly its reconstructed dense layer (same outputs up to rounding);
 /// the flow is reconstruct-then-fine-tune: factorize, then train the factors as ordinary layers
 /// (fine_tune_factorized_classifier / fine_tune_factorized_char_gpt).
@@ -91,6 +94,61 @@ std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor&
                                                     int64_t rank, bool centered = true,
                                                     const ExecContext& ctx = {});
 
+/// Data-aware Tucker-2 analysis of a convolution on calibration inputs: both channel modes from
+/// the data (Zhang et al., TPAMI 2015, response reconstruction, on the output mode; the
+/// principal subspace of the inputs on the input mode), and for every rank pair the fraction of
+/// the output variance the factorized layer keeps.
+///   U (C_out, R_out): principal directions of the centered bias-free responses Y (one row per
+///     image and output position), R_out = min(rows, C_out).
+///   P (C_in, R_in): principal directions of the input channels' second moment (one row per
+///     image and input position; uncentered, so the 1x1 projection P P^T x commutes with the
+///     zero padding), R_in = min(rows, C_in): the input subspace that best reproduces x.
+///   At ranks (a, b) the layer computes Yhat = U_a U_a^T Z_b + c with Z_b = W * (P_b P_b^T x)
+///     and the least-squares constant c = mean(Y) - U_a U_a^T mean(Z_b) (moved into the bias);
+///     kept(a, b) = 1 - ||Y - Yhat||_F^2 / ||Y - mean(Y)||_F^2 on the calibration rows. At
+///     b = C_in this is the variance kept by the channel (output-mode) response decomposition.
+/// Costs C_in + 1 convolutions of the calibration batch (one per input rank).
+struct Tucker2ResponseTable {
+  Tensor u_out;  ///< (C_out, R_out) orthonormal columns, by decreasing response variance
+  Tensor mean;   ///< (C_out) mean bias-free response on the calibration inputs
+  Tensor p_in;   ///< (C_in, R_in) orthonormal columns, by decreasing input second moment
+  int64_t r_out_max = 0;
+  int64_t r_in_max = 0;
+  /// kept[(a - 1) r_in_max + (b - 1)] for ranks (a, b): fraction of the response variance kept
+  /// (all 1 for constant responses, which the bias keeps; NaN when an SVD did not converge).
+  std::vector<double> kept;
+  bool converged = true;  ///< both SVDs converged
+};
+
+/// The analysis above for `layer` (groups == 1) on `inputs` (N, C_in, H, W) of its dtype and
+/// device. Throws InvalidArgument "[tucker2_response_table] ..." otherwise.
+Tucker2ResponseTable tucker2_response_table(Conv2d& layer, const Tensor& inputs,
+                                            const ExecContext& ctx = {});
+
+/// Data-aware Tucker-2 of a convolution at ranks (rank_out, rank_in) from
+/// tucker2_response_table(layer, inputs): 1x1 C_in -> r_in (weight P^T; left out when
+/// r_in = C_in), kh x kw r_in -> r_out (weight U^T W P, the original stride / padding /
+/// dilation), 1x1 r_out -> C_out (weight U; left out when r_out = C_out), the last layer with the
+/// bias b + c (which it has even if the layer had none). Parameters:
+/// lowrank::tucker2_folded_params + C_out. Needs groups == 1, 1 <= rank_out <= R_out,
+/// 1 <= rank_in <= R_in.
+std::shared_ptr<Sequential> factorize_conv_tucker2_response(Conv2d& layer, const Tensor& inputs,
+                                                            int64_t rank_out, int64_t rank_in,
+                                                            const ExecContext& ctx = {});
+
+/// Reshapes rows (N, C H W) into maps (N, C, H, W), the inverse of Flatten(1): the first layer of
+/// a Linear factorized as an H x W convolution (FactorizeOptions::linear_as_conv).
+class Unflatten : public Module {
+ public:
+  Unflatten(int64_t channels, int64_t height, int64_t width);
+  Tensor forward(const Tensor& input) override;
+  Tensor backward(const Tensor& grad_output) override;
+  std::string type_name() const override { return "Unflatten"; }
+
+ private:
+  int64_t c_, h_, w_;
+};
+
 /// How factorize_model treats convolutions.
 enum class ConvFactorization {
   kNone,     ///< leave Conv2d layers alone
@@ -103,8 +161,10 @@ enum class ConvFactorization {
 /// Whose spectrum the energy / error / global-energy rules measure.
 enum class EnergySource {
   kWeights,    ///< the weights' singular values (data-free)
-  kResponses,  ///< the layer outputs on FactorizeOptions::calibration (Linear, and conv with
-               ///< kChannel: response channel decomposition); other convs are not supported
+  kResponses,  ///< the layer outputs on FactorizeOptions::calibration (Linear; conv with
+               ///< kChannel: response channel decomposition; conv with kTucker2: data-aware
+               ///< Tucker-2, tucker2_response_table, per-layer energy / error rules only);
+               ///< CP and spatial convs are not supported
 };
 
 /// What "energy" means for a Tucker-2 rank pair.
@@ -135,13 +195,21 @@ struct FactorizeOptions {
   /// RankRule::kGlobalEnergy: every layer's energy as a fraction of its own total (each layer
   /// weighs the same) instead of the raw sum of squares across layers.
   bool global_normalized = false;
+  /// kResponses with kTucker2: a Linear that reads a flattened map (its Sequential sibling just
+  /// before it is a Flatten whose calibration input is (N, C, H, W) with C H W = in) is an
+  /// H x W valid convolution over that map (as fully convolutional networks read their
+  /// classifiers, Long et al. 2015) and is factorized by the same data-aware Tucker-2 over its
+  /// channel modes: Unflatten, [1x1 C -> r_in], H x W conv r_in -> r_out, [1x1 r_out -> out],
+  /// Flatten. Other Linear layers keep the response SVD.
+  bool linear_as_conv = false;
 };
 
 /// What factorize_model did to one eligible layer.
 struct LowRankLayerReport {
   std::string name;           ///< path of the layer in the model ("2", "1.body.0")
   std::string type;           ///< "Linear" or "Conv2d"
-  std::string method;         ///< "svd", "tucker2", "cp"
+  std::string method;         ///< "svd", "tucker2", "cp", "channel", "spatial", "response",
+                              ///< "channel_response", "tucker2_response"
   bool factorized = false;    ///< replaced; false when it would not save parameters
   std::string reason;         ///< why a layer was left alone
   int64_t rank = 0;           ///< r (Linear, CP) or r_out (Tucker-2)
@@ -170,7 +238,9 @@ struct LowRankLayerReport {
 /// layer whose share would cost as much as its dense weight stays dense; Tucker-2 by core
 /// energy; CP unsupported). Everything is analysed before anything is replaced. Throws
 /// InvalidArgument "[factorize_model] ..." for kResponses without calibration, kResponses with
-/// a convolution not factorized by kChannel, kGlobalEnergy with kCp.
+/// a convolution factorized by kCp or kSpatial, kGlobalEnergy with kCp or with a data-aware
+/// Tucker-2 (kResponses + kTucker2 on a model with convolutions, or linear_as_conv),
+/// linear_as_conv without kResponses + kTucker2.
 std::vector<LowRankLayerReport> factorize_model(Module& model, const lowrank::RankPolicy& policy,
                                                 const FactorizeOptions& opt = {},
                                                 const ExecContext& ctx = {});
