@@ -432,10 +432,10 @@ TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
   // (detail::encode_sr) that the CUDA kernel runs, with the stream of detail::sr_random, on
   // every class of input, for every target, overflow mode and scale. Inputs: random bit patterns
   // (every class, but almost no 16-lane vector of ordinary values) and normally distributed data
-  // at three magnitudes with zeros (mostly all-ordinary vectors: the fast paths, plus fp8
-  // subnormal lanes at the small magnitude and overflow at the large one). Lengths: several
-  // oneTBB blocks with a tail, an odd number of full groups in the last block, shorter than one
-  // group, one element.
+  // at three magnitudes with zeros of both signs (mostly all-ordinary vectors: the fast paths,
+  // zeros included, plus fp8 subnormal lanes at the small magnitude and overflow at the large
+  // one). Lengths: several oneTBB blocks with a tail, an odd number of full groups in the last
+  // block, shorter than one group, one element.
   std::mt19937 gen(23);
   std::normal_distribution<float> normal(0.f, 1.f);
   const auto check = [](const std::vector<float>& v, float scale) {
@@ -475,7 +475,9 @@ TEST(AmpCast, CpuStochasticFastPathsMatchTheDevicePath) {
     check(bits, 1.f);
     for (const float magnitude : {1e-3f, 1.f, 300.f}) {
       std::vector<float> v(static_cast<size_t>(n));
-      for (size_t k = 0; k < v.size(); ++k) v[k] = k % 97 == 5 ? 0.f : magnitude * normal(gen);
+      for (size_t k = 0; k < v.size(); ++k) {
+        v[k] = k % 97 == 5 ? (k % 2 == 0 ? 0.f : -0.f) : magnitude * normal(gen);
+      }
       check(v, 1.f);
       check(v, 0.75f);
     }

@@ -387,8 +387,9 @@ template <bool kAmax, int kP, class S>
 FRUGAL_AMP_SIMD_INLINE __m256i sr_f16_x16(const float* xg, S vs, bool sat, __m512i row0,
                                           __m512i row1, __m512i& vmax) {
   constexpr int kQ = kP % 2;
-  constexpr uint32_t kMinNormal = 113u << 23;                    // 2^-14
-  constexpr uint32_t kNormMax = (0x7BFFu + (112u << 10)) << 13;  // 65504
+  using L = Layout<kFmtF16>;
+  constexpr uint32_t kMinNormal = L::kMinNormal;                          // 2^-14
+  constexpr uint32_t kNormMax = (L::kMaxCode + L::kRebias) << L::kShift;  // 65504
   const __m512i row = kP / 2 == 0 ? row0 : row1;
   const __m512 xv = _mm512_loadu_ps(xg + 16 * kP);
   if constexpr (kAmax) {
