@@ -33,6 +33,11 @@ uint64_t master_weights_version() { return g_weights_version.load(std::memory_or
 
 void invalidate_weight_copies() { g_weights_version.fetch_add(1, std::memory_order_acq_rel); }
 
+Tensor autocast_fp32(const Tensor& x, const ExecContext& ctx) {
+  const bool low = x.defined() && (x.dtype() == DType::kBF16 || x.dtype() == DType::kF16);
+  return low && AmpContext::current() != nullptr ? x.to(DType::kF32, ctx) : x;
+}
+
 Tensor to_low(const Tensor& x, DType low, const ExecContext& ctx) {
   CastOptions o;
   // Overflow to Inf (as Tensor::to and torch's .half() do): an fp16 overflow of a scaled

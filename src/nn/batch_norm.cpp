@@ -6,6 +6,7 @@
 
 #include "core/copy.hpp"
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "nn/spatial_internal.hpp"
 
 namespace frugal::nn {
@@ -148,7 +149,8 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, double eps, double momentum, bool
   running_var_ = &register_buffer("running_var", Tensor::full(Shape{num_features}, 1.0, dtype));
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& in) {
+  const Tensor x = amp::autocast_fp32(in, ctx_);  // a norm computes in f32 under autocast
   FRUGAL_REQUIRE(x.rank() == 4, "BatchNorm2d", "input must have rank 4 (N, C, H, W), got shape ",
                  x.shape());
   FRUGAL_REQUIRE(x.dim(1) == num_features_, "BatchNorm2d", "input has ", x.dim(1),
@@ -170,7 +172,7 @@ Tensor BatchNorm2d::backward(const Tensor& grad_out) {
   const TensorView gw =
       weight_ != nullptr && weight_->trainable ? weight_->grad.view() : TensorView{};
   const TensorView gb = bias_ != nullptr && bias_->trainable ? bias_->grad.view() : TensorView{};
-  return batch_norm2d_backward(grad_out, input_, w, mean_, invstd_, saved_training_, gw, gb, ctx_);
+  return batch_norm2d_backward(amp::autocast_fp32(grad_out, ctx_), input_, w, mean_, invstd_, saved_training_, gw, gb, ctx_);
 }
 
 }  // namespace frugal::nn

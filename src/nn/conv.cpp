@@ -321,18 +321,22 @@ Tensor Conv2d::forward(const Tensor& x) {
                  in_channels_);
   const ConstTensorView bias = bias_ != nullptr ? bias_->value.cview() : ConstTensorView{};
   const Tensor& w = weight_->value;
-  low_ = x.dtype() == DType::kF32 && w.dtype() == DType::kF32
-             ? amp::autocast_dtype(amp::OpClass::kConv)
-             : DType::kF32;
+  // Under autocast an input may arrive in the low dtype (a GELU's output): it is the rounded
+  // operand already, or, when the policy keeps convolutions in f32, converted back exactly.
+  const DType conv_low = amp::autocast_dtype(amp::OpClass::kConv);
+  const bool low_input = x.dtype() != DType::kF32 && x.dtype() == conv_low;
+  low_ = (x.dtype() == DType::kF32 || low_input) && w.dtype() == DType::kF32 ? conv_low
+                                                                              : DType::kF32;
   if (low_ == DType::kF32) {
-    Tensor y = conv2d(x, w, bias, params_, ctx_);
-    input_ = x;
+    const Tensor xf = amp::autocast_fp32(x, ctx_);
+    Tensor y = conv2d(xf, w, bias, params_, ctx_);
+    input_ = xf;
     w_used_ = Tensor();
     return y;
   }
   // Autocast: the operands rounded to the low dtype, the low-precision convolution (fp32
   // accumulation, f32 output; see conv2d_low).
-  const Tensor xl = amp::to_low(x, low_, ctx_);
+  const Tensor xl = low_input ? x.contiguous(ctx_) : amp::to_low(x, low_, ctx_);
   w_used_ = w_copy_.get(w, low_, "Conv2d", 1.f, ctx_);
   Tensor hb;
   const ConstTensorView bc = bias.data != nullptr ? contiguous_view(bias, hb, ctx_) : bias;
@@ -341,8 +345,9 @@ Tensor Conv2d::forward(const Tensor& x) {
   return y;
 }
 
-Tensor Conv2d::backward(const Tensor& grad_out) {
+Tensor Conv2d::backward(const Tensor& grad_in) {
   FRUGAL_REQUIRE(input_.defined(), "Conv2d", "backward called before forward");
+  const Tensor grad_out = amp::autocast_fp32(grad_in, ctx_);  // may arrive in the low dtype
   if (low_ == DType::kF32) {
     if (weight_->trainable) {
       conv2d_backward_weight(grad_out, input_, weight_->grad.view(), params_, ctx_);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "nn/cpu/transformer.hpp"
 #include "nn/transformer_check.hpp"
 
@@ -130,8 +131,9 @@ LayerNorm::LayerNorm(int64_t normalized_size, double eps, bool affine, DType dty
   }
 }
 
-Tensor LayerNorm::forward(const Tensor& input) {
-  FRUGAL_REQUIRE(input.defined(), "LayerNorm::forward", "input is undefined");
+Tensor LayerNorm::forward(const Tensor& in) {
+  FRUGAL_REQUIRE(in.defined(), "LayerNorm::forward", "input is undefined");
+  const Tensor input = amp::autocast_fp32(in, ctx_);  // a norm computes in f32 under autocast
   FRUGAL_REQUIRE(input.rank() >= 1 && input.dim(-1) == size_, "LayerNorm::forward", "input shape ",
                  input.shape(), " does not end in the normalized size ", size_);
   LayerNormForward r =
@@ -148,7 +150,7 @@ Tensor LayerNorm::backward(const Tensor& grad_output) {
   FRUGAL_REQUIRE(grad_output.defined(), "LayerNorm::backward", "grad_output is undefined");
   const bool train_w = weight_ && weight_->trainable;
   const bool train_b = bias_ && bias_->trainable;
-  return layer_norm_backward(grad_output, x_, weight_ ? weight_->value.cview() : ConstTensorView{},
+  return layer_norm_backward(amp::autocast_fp32(grad_output, ctx_), x_, weight_ ? weight_->value.cview() : ConstTensorView{},
                              mean_, rstd_, train_w ? weight_->grad.view() : TensorView{},
                              train_b ? bias_->grad.view() : TensorView{}, ctx_);
 }

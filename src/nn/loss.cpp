@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "nn/basic_ops.hpp"
 
 namespace frugal::nn {
@@ -80,10 +81,13 @@ Tensor SoftmaxCrossEntropy::backward() {
   return grad_;
 }
 
-float MSELoss::forward(const Tensor& pred, const Tensor& target) {
+float MSELoss::forward(const Tensor& pred_in, const Tensor& target_in) {
   const char* op = "MSELoss";
   grad_ = Tensor();
-  FRUGAL_REQUIRE(pred.defined() && target.defined(), op, "pred and target must be defined");
+  FRUGAL_REQUIRE(pred_in.defined() && target_in.defined(), op, "pred and target must be defined");
+  // A loss is an f32 op under autocast (low-precision predictions are compared in f32).
+  const Tensor pred = amp::autocast_fp32(pred_in, ctx_);
+  const Tensor target = amp::autocast_fp32(target_in, ctx_);
   detail::require_float(op, pred, "pred");
   detail::require_same(op, pred, "pred", target, "target");
   FRUGAL_REQUIRE(pred.numel() > 0, op, "pred is empty (shape ", pred.shape(), ")");

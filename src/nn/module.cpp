@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "frugal/amp/autocast.hpp"
 #include "frugal/core/ops.hpp"
 
 namespace frugal::nn {
@@ -158,13 +159,15 @@ Tensor Residual::forward(const Tensor& input) {
   Tensor y = body_->forward(input);
   FRUGAL_REQUIRE(y.shape() == input.shape(), "Residual::forward", "body output shape ", y.shape(),
                  " differs from input shape ", input.shape());
-  return add(input, y, ctx_);
+  // Under autocast the skip path may carry a low-precision tensor (a GELU's output): the sum is
+  // an f32 op.
+  return add(amp::autocast_fp32(input, ctx_), amp::autocast_fp32(y, ctx_), ctx_);
 }
 
 Tensor Residual::backward(const Tensor& grad_output) {
   // d(x + f(x))/dx = I + f'(x): the body's input gradient plus the skip path.
   Tensor g = body_->backward(grad_output);
-  return add(g, grad_output, ctx_);
+  return add(amp::autocast_fp32(g, ctx_), amp::autocast_fp32(grad_output, ctx_), ctx_);
 }
 
 }  // namespace frugal::nn

@@ -4,6 +4,7 @@
 
 #include "core/copy.hpp"
 #include "cu_ops.hpp"
+#include "frugal/amp/autocast.hpp"
 #include "nn/spatial_internal.hpp"
 
 namespace frugal::nn {
@@ -199,7 +200,9 @@ MaxPool2d::MaxPool2d(Size2 kernel, Size2 stride, Size2 padding) : params_{kernel
                  "MaxPool2d", "kernel must be >= 1, stride >= 0 and padding >= 0");
 }
 
-Tensor MaxPool2d::forward(const Tensor& x) {
+// Under autocast the pools take a low-precision input (a GELU's output) as f32.
+Tensor MaxPool2d::forward(const Tensor& in) {
+  const Tensor x = amp::autocast_fp32(in, ctx_);
   MaxPool2dResult r = max_pool2d(x, params_, ctx_);
   indices_ = std::move(r.indices);
   input_shape_ = x.shape();
@@ -208,7 +211,7 @@ Tensor MaxPool2d::forward(const Tensor& x) {
 
 Tensor MaxPool2d::backward(const Tensor& grad_out) {
   FRUGAL_REQUIRE(indices_.defined(), "MaxPool2d", "backward called before forward");
-  return max_pool2d_backward(grad_out, indices_, input_shape_, params_, ctx_);
+  return max_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), indices_, input_shape_, params_, ctx_);
 }
 
 AvgPool2d::AvgPool2d(Size2 kernel, Size2 stride, Size2 padding, bool count_include_pad)
@@ -218,7 +221,8 @@ AvgPool2d::AvgPool2d(Size2 kernel, Size2 stride, Size2 padding, bool count_inclu
                  "AvgPool2d", "kernel must be >= 1, stride >= 0 and padding >= 0");
 }
 
-Tensor AvgPool2d::forward(const Tensor& x) {
+Tensor AvgPool2d::forward(const Tensor& in) {
+  const Tensor x = amp::autocast_fp32(in, ctx_);
   Tensor y = avg_pool2d(x, params_, count_include_pad_, ctx_);
   input_shape_ = x.shape();
   has_input_ = true;
@@ -227,10 +231,11 @@ Tensor AvgPool2d::forward(const Tensor& x) {
 
 Tensor AvgPool2d::backward(const Tensor& grad_out) {
   FRUGAL_REQUIRE(has_input_, "AvgPool2d", "backward called before forward");
-  return avg_pool2d_backward(grad_out, input_shape_, params_, count_include_pad_, ctx_);
+  return avg_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), input_shape_, params_, count_include_pad_, ctx_);
 }
 
-Tensor GlobalAvgPool2d::forward(const Tensor& x) {
+Tensor GlobalAvgPool2d::forward(const Tensor& in) {
+  const Tensor x = amp::autocast_fp32(in, ctx_);
   Tensor y = global_avg_pool2d(x, ctx_);
   input_shape_ = x.shape();
   has_input_ = true;
@@ -239,7 +244,7 @@ Tensor GlobalAvgPool2d::forward(const Tensor& x) {
 
 Tensor GlobalAvgPool2d::backward(const Tensor& grad_out) {
   FRUGAL_REQUIRE(has_input_, "GlobalAvgPool2d", "backward called before forward");
-  return global_avg_pool2d_backward(grad_out, input_shape_, ctx_);
+  return global_avg_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), input_shape_, ctx_);
 }
 
 }  // namespace frugal::nn

@@ -6,19 +6,26 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "frugal/amp/policy.hpp"
 #include "frugal/core.hpp"
 #include "frugal/nn/activation.hpp"
+#include "frugal/nn/batch_norm.hpp"
 #include "frugal/nn/attention.hpp"
 #include "frugal/nn/conv.hpp"
+#include "frugal/nn/dropout.hpp"
 #include "frugal/nn/gpt.hpp"
+#include "frugal/nn/layer_norm.hpp"
 #include "frugal/nn/linear.hpp"
 #include "frugal/nn/loss.hpp"
 #include "frugal/nn/models.hpp"
 #include "frugal/nn/optim.hpp"
+#include "frugal/nn/pool.hpp"
 #include "support/check.hpp"
 #include "support/tolerance.hpp"
 
@@ -311,6 +318,77 @@ TEST(Autocast, ContextRejectsNonLowDtypes) {
   AutocastPolicy p = default_policy();
   p.low = DType::kF8E4M3;
   expect_error([&] { AmpContext ac(p); }, ErrorCode::kInvalidArgument, "amp::AmpContext");
+}
+
+TEST(Autocast, GeluOutputFeedsEveryFollowingLayer) {
+  // Under autocast GELU hands its output over in the low dtype (for the next GEMM). Every layer
+  // that may follow it takes that input as its exact f32 value: normalisations, dropout,
+  // activations, pooling, GEMM layers, residual blocks, the losses. Reference: the same layers
+  // (fresh, same seeds) with the GELU's output converted to f32 by hand; outputs and the
+  // gradient that reaches the model's input must have the same bits.
+  using Make = std::function<std::shared_ptr<nn::Module>()>;
+  const auto run = [](const Tensor& x, const Make& first, const Make& next) {
+    const std::string name = next()->type_name();
+    Tensor y, gx, y_ref, gx_ref;
+    try {
+      AmpContext ac;
+      nn::Sequential seq({first(), std::make_shared<nn::GELU>(nn::GeluApprox::kTanh), next()});
+      y = seq.forward(x);
+      gx = seq.backward(Tensor::full(y.shape(), 1.0, y.dtype()));
+      const auto f = first(), n = next();
+      nn::GELU gelu(nn::GeluApprox::kTanh);
+      const Tensor z = gelu.forward(f->forward(x));
+      ASSERT_EQ(z.dtype(), DType::kBF16);
+      y_ref = n->forward(z.to(DType::kF32));
+      gx_ref = f->backward(gelu.backward(n->backward(Tensor::full(y.shape(), 1.0, y.dtype()))));
+    } catch (const Error& e) {
+      ADD_FAILURE() << name << ": " << e.what();
+      return;
+    }
+    // Layers that follow their input's dtype (dropout, activations, flatten) keep the low dtype:
+    // compare values. A Linear hands its input gradient back in its input's dtype (bf16 here,
+    // f32 in the reference), so that gradient is rounded once more than the reference's.
+    EXPECT_TRUE(same_bits(y.to(DType::kF32), y_ref.to(DType::kF32))) << name;
+    if (name == "Linear") {
+      EXPECT_TRUE(all_close(gx, gx_ref, 1e-2, 1e-3)) << name;
+    } else {
+      EXPECT_TRUE(same_bits(gx.to(DType::kF32), gx_ref.to(DType::kF32))) << name;
+    }
+  };
+  const Tensor x2 = random_uniform({4, 8}, 21, -2.f, 2.f);
+  const Make lin = [] { return std::make_shared<nn::Linear>(8, 8, true, 3); };
+  run(x2, lin, [] { return std::make_shared<nn::LayerNorm>(8); });
+  run(x2, lin, [] { return std::make_shared<nn::Dropout>(0.5, 1); });
+  run(x2, lin, [] { return std::make_shared<nn::ReLU>(); });
+  run(x2, lin, [] { return std::make_shared<nn::GELU>(nn::GeluApprox::kTanh); });
+  run(x2, lin, [] { return std::make_shared<nn::Linear>(8, 3, true, 4); });
+  run(x2, lin, [] { return std::make_shared<nn::Residual>(std::make_shared<nn::LayerNorm>(8)); });
+  const Tensor x4 = random_uniform({2, 3, 6, 6}, 22, -2.f, 2.f);
+  const Make conv = [] {
+    return std::make_shared<nn::Conv2d>(3, 4, 3, nn::Conv2dOptions{.padding = 1}, 5);
+  };
+  run(x4, conv, [] { return std::make_shared<nn::BatchNorm2d>(4); });
+  run(x4, conv, [] { return std::make_shared<nn::MaxPool2d>(2); });
+  run(x4, conv, [] { return std::make_shared<nn::AvgPool2d>(2); });
+  run(x4, conv, [] { return std::make_shared<nn::GlobalAvgPool2d>(); });
+  run(x4, conv, [] {
+    return std::make_shared<nn::Conv2d>(4, 2, 3, nn::Conv2dOptions{.padding = 1}, 6);
+  });
+  run(x4, conv, [] { return std::make_shared<nn::Flatten>(); });
+  // The losses take low-precision predictions: MSE against an f32 target as the f32 values,
+  // cross-entropy on bf16 logits (computed in float) as on their f32 values.
+  nn::Linear l(8, 5, true, 7);
+  nn::GELU gelu(nn::GeluApprox::kTanh);
+  AmpContext ac;
+  const Tensor logits = gelu.forward(l.forward(x2));
+  ASSERT_EQ(logits.dtype(), DType::kBF16);
+  const Tensor target = random_uniform({4, 5}, 23);
+  nn::MSELoss mse, mse_ref;
+  EXPECT_EQ(mse.forward(logits, target), mse_ref.forward(logits.to(DType::kF32), target));
+  EXPECT_TRUE(same_bits(mse.backward(), mse_ref.backward()));
+  nn::SoftmaxCrossEntropy ce, ce_ref;
+  const Tensor t = Tensor::from_vector<int64_t>({0, 1, 2, 3}, {4});
+  EXPECT_EQ(ce.forward(logits, t), ce_ref.forward(logits.to(DType::kF32), t));
 }
 
 }  // namespace

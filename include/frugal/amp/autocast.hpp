@@ -35,6 +35,13 @@ uint64_t master_weights_version();
 /// e.g. after load_checkpoint). The mixed-precision hooks call it after each step.
 void invalidate_weight_copies();
 
+/// The input of a layer that computes in f32 (norms, pooling, losses, residual adds, the
+/// gradients of layers with f32 backward kernels): while an AmpContext is active, an f16 / bf16
+/// tensor (a GELU hands its output to the next GEMM in the low dtype, and a gradient may arrive in
+/// it) as f32, exactly; any other tensor as it is (a wrong dtype then meets the layer's own check).
+/// PyTorch's autocast casts the inputs of its fp32 ops the same way.
+Tensor autocast_fp32(const Tensor& x, const ExecContext& ctx = {});
+
 /// f32 `x` rounded to `low` (kBF16 or kF16; nearest even, overflow to Inf so that fp16 overflow
 /// stays visible to the loss scaler) as a new contiguous tensor on x's device. x may be strided.
 Tensor to_low(const Tensor& x, DType low, const ExecContext& ctx = {});
