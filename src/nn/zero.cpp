@@ -1,11 +1,13 @@
 // nn::ZeroOptimizer: ZeRO stage 1 (reduce-scatter gradients, shard update, all-gather params).
 #include "frugal/nn/zero.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string_view>
+#include <vector>
 
 #include "frugal/core/io.hpp"
 
@@ -149,13 +151,12 @@ void save_zero_shard(const std::string& path, const ZeroOptimizer& opt) {
                     "save_zero_shard");
 }
 
-void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecContext& ctx) {
+namespace {
+
+// One shard file, read and checked against `opt` (rank `r` of `k`, the model's size, the step
+// and the inner optimizer's type); its state with the "optim." prefixes dropped.
+OptimizerState read_shard(const std::string& file, int r, int k, const ZeroOptimizer& opt) {
   constexpr const char* op = "load_zero_shard";
-  const int rank = opt.rank(), k = opt.world_size();
-  const std::string file = zero_shard_path(path, rank, k);
-  if (!std::filesystem::exists(file))
-    detail::fail(ErrorCode::kIoError, op, file, " does not exist (was the run saved with ", k,
-                 " ranks?)");
   SafetensorsFile f;
   try {
     f = load_safetensors(file);
@@ -163,8 +164,8 @@ void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecCont
     detail::fail(ErrorCode::kIoError, op, file, ": ", e.what());
   }
   FRUGAL_REQUIRE(
-      meta_integer(f, "zero.rank", file) == rank && meta_integer(f, "zero.world_size", file) == k,
-      op, file, " was written by another rank or world size");
+      meta_integer(f, "zero.rank", file) == r && meta_integer(f, "zero.world_size", file) == k, op,
+      file, " was written by another rank or world size");
   const int64_t elements = meta_integer(f, "zero.elements", file);
   FRUGAL_REQUIRE(elements == opt.total_elements(), op, file, " shards a model of ", elements,
                  " elements but this model has ", opt.total_elements());
@@ -190,7 +191,107 @@ void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecCont
                    "' is not a number");
     st.scalars[key.substr(6)] = d;
   }
-  opt.load_shard_state(st, ctx);
+  return st;
+}
+
+// The world sizes K of the shard sets "<path>.zero-0-of-<K>" next to `path`, ascending.
+std::vector<int> saved_world_sizes(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string prefix = p.filename().string() + ".zero-0-of-";
+  std::vector<int> sizes;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string tail = name.substr(prefix.size());
+    char* end = nullptr;
+    const long v = std::strtol(tail.c_str(), &end, 10);
+    if (!tail.empty() && *end == '\0' && v > 0 && v <= (1 << 20)) {
+      sizes.push_back(static_cast<int>(v));
+    }
+  }
+  std::sort(sizes.begin(), sizes.end());
+  return sizes;
+}
+
+// This rank's shard of a state saved by `k_old` ranks: the slots' elements
+// [rank S, (rank + 1) S) of the unsharded vector (S = ceil(n / K), zeros past n) gathered from
+// the old shards that overlap it (old rank r held [r S_old, (r + 1) S_old)); the scalars, which
+// every old shard holds, must agree.
+OptimizerState reshard(const std::string& path, int k_old, const ZeroOptimizer& opt,
+                       const ExecContext& ctx) {
+  constexpr const char* op = "load_zero_shard";
+  const int64_t n = opt.total_elements();
+  const int64_t s_old = (n + k_old - 1) / k_old, s_new = opt.shard_elements();
+  const int64_t lo = opt.rank() * s_new, hi = std::min(n, lo + s_new);
+  // The old shards overlapping [lo, hi) (every one when the range is empty: this rank holds
+  // padding only, and still needs the scalars), all checked to exist before any is read.
+  std::vector<int> needed;
+  for (int r = 0; r < k_old; ++r) {
+    const int64_t olo = r * s_old, ohi = std::min(n, olo + s_old);
+    if (lo >= hi || (ohi > lo && olo < hi)) needed.push_back(r);
+  }
+  for (int r : needed) {
+    const std::string file = zero_shard_path(path, r, k_old);
+    if (!std::filesystem::exists(file))
+      detail::fail(ErrorCode::kIoError, op, file, " does not exist (the shard set of ", k_old,
+                   " ranks is incomplete)");
+  }
+  OptimizerState out;
+  bool first = true;
+  for (int r : needed) {
+    const int64_t olo = r * s_old, ohi = std::min(n, olo + s_old);
+    const std::string file = zero_shard_path(path, r, k_old);
+    const OptimizerState st = read_shard(file, r, k_old, opt);
+    if (first) {
+      out.scalars = st.scalars;
+      for (const auto& [name, t] : st.tensors) {
+        FRUGAL_REQUIRE(t.rank() == 1 && t.numel() == s_old, op, file, " slot '", name,
+                       "' has shape ", t.shape(), "; expected (", s_old, ")");
+        out.tensors[name] = Tensor::zeros({s_new}, t.dtype());
+      }
+      first = false;
+    }
+    FRUGAL_REQUIRE(st.scalars == out.scalars && st.tensors.size() == out.tensors.size(), op, file,
+                   " holds other scalars or slots than ", zero_shard_path(path, 0, k_old));
+    for (const auto& [name, t] : st.tensors) {
+      auto it = out.tensors.find(name);
+      FRUGAL_REQUIRE(it != out.tensors.end() && t.rank() == 1 && t.numel() == s_old &&
+                         t.dtype() == it->second.dtype(),
+                     op, file, " slot '", name, "' does not match the other shards");
+      const int64_t a = std::max(lo, olo), b = std::min(hi, ohi);
+      if (a < b) {
+        it->second.slice(0, a - lo, b - lo).copy_from(t.slice(0, a - olo, b - olo).cview(), ctx);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecContext& ctx) {
+  constexpr const char* op = "load_zero_shard";
+  const int rank = opt.rank(), k = opt.world_size();
+  const std::string file = zero_shard_path(path, rank, k);
+  if (std::filesystem::exists(file)) {
+    opt.load_shard_state(read_shard(file, rank, k, opt), ctx);
+    return;
+  }
+  // No shards for this world size: reshard the one saved set (DeepSpeed's universal checkpoint).
+  const std::vector<int> sizes = saved_world_sizes(path);
+  if (sizes.empty())
+    detail::fail(ErrorCode::kIoError, op, file, " does not exist and no other shard set of ",
+                 path, " does either");
+  if (sizes.size() > 1) {
+    std::string list;
+    for (int s : sizes) list += (list.empty() ? "" : ", ") + std::to_string(s);
+    detail::fail(ErrorCode::kIoError, op, file, " does not exist and shard sets of ", list,
+                 " ranks do: which one belongs to this checkpoint is ambiguous");
+  }
+  opt.load_shard_state(reshard(path, sizes[0], opt, ctx), ctx);
 }
 
 }  // namespace frugal::nn

@@ -57,8 +57,8 @@ class ZeroOptimizer : public Optimizer {
   /// This rank's shard of the optimizer state: the inner optimizer's state (slot tensors of
   /// shard_elements(), its "lr", "step" and hyperparameters). Slots share storage (copy to keep).
   OptimizerState shard_state() const { return inner_->state(); }
-  /// Restores this rank's shard of the state (saved by shard_state() on the same rank of a run
-  /// with the same world size and model) and re-reads this rank's shard of the parameters from
+  /// Restores this rank's shard of the state (shard_state() of the same rank and world size, or
+  /// one resharded by load_zero_shard) and re-reads this rank's shard of the parameters from
   /// the model, so call it after the model's parameters are loaded. Throws InvalidArgument
   /// ("[<inner>::load_state] ...") when the state does not fit; nothing changes then.
   void load_shard_state(const OptimizerState& s, const ExecContext& ctx = {});
@@ -90,10 +90,15 @@ std::string zero_shard_path(const std::string& path, int rank, int world_size);
 void save_zero_shard(const std::string& path, const ZeroOptimizer& opt);
 
 /// Reads this rank's shard file of `path` into `opt` (load_shard_state), after the model and
-/// opt's own scalars were loaded (load_checkpoint). Throws IoError ("[load_zero_shard] <file>
-/// ...") when the file is missing or unreadable; InvalidArgument ("[load_zero_shard] ...") when
-/// it was written for another rank, world size or model size, or at another step than
-/// opt.step_count() (the main checkpoint and the shards come from different saves).
+/// opt's own scalars were loaded (load_checkpoint). When the run was saved by another number of
+/// ranks (no shard files for opt.world_size(), exactly one set "<path>.zero-*-of-<K>" next to
+/// `path`), the state is resharded, as DeepSpeed's universal checkpoints allow: this rank reads
+/// the old shards that overlap its range of the unsharded vector and takes its elements (zeros
+/// in the padding); every old shard must agree on the scalars. Throws IoError
+/// ("[load_zero_shard] <file> ...") when a needed file is missing or unreadable, or when no or
+/// several shard sets exist; InvalidArgument ("[load_zero_shard] ...") when a shard was written
+/// for another rank, world size or model size, at another step than opt.step_count() (the main
+/// checkpoint and the shards come from different saves), or for another optimizer.
 void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecContext& ctx = {});
 
 }  // namespace frugal::nn
