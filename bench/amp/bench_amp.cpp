@@ -164,53 +164,34 @@ const struct {
                 {DType::kF8E4M3, "f8_e4m3"},
                 {DType::kF8E5M2, "f8_e5m2"}};
 
+// A pass over the 64M elements, timed in milliseconds of wall time (on two threads the
+// benchmark's CPU time counts the main thread only).
+template <class F>
+void register_pass(const std::string& name, F f) {
+  benchmark::RegisterBenchmark(name.c_str(), f)->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 [[maybe_unused]] const bool registered = [] {
   using frugal::amp::Rounding;
-  benchmark::RegisterBenchmark("amp_stream_copy",
-                               [](benchmark::State& s) { BM_AmpStreamCopy(s, 1); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
-  for (const auto& t : kTargets) {
-    for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
-                            std::pair{Rounding::kStochastic, "stochastic"}}) {
-      benchmark::RegisterBenchmark((std::string("amp_cast_into/") + t.name + "/" + rname).c_str(),
-                                   [t, r](benchmark::State& s) { run_cast(s, t.t, r, false); })
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime();
+  for (int threads : {1, 2}) {
+    const std::string suffix = threads == 1 ? "" : "/threads:2";
+    register_pass("amp_stream_copy" + suffix,
+                  [threads](benchmark::State& s) { BM_AmpStreamCopy(s, threads); });
+    for (const auto& t : kTargets) {
+      for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
+                              std::pair{Rounding::kStochastic, "stochastic"}}) {
+        register_pass(
+            std::string("amp_cast_into/") + t.name + "/" + rname + suffix,
+            [t, r, threads](benchmark::State& s) { run_cast(s, t.t, r, false, threads); });
+      }
+      register_pass(std::string("amp_cast_amax/") + t.name + suffix,
+                    [t, threads](benchmark::State& s) {
+                      run_cast(s, t.t, Rounding::kNearestEven, true, threads);
+                    });
     }
-    benchmark::RegisterBenchmark(
-        (std::string("amp_cast_amax/") + t.name).c_str(),
-        [t](benchmark::State& s) { run_cast(s, t.t, frugal::amp::Rounding::kNearestEven, true); })
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    register_pass("amp_unscale_and_check" + suffix,
+                  [threads](benchmark::State& s) { BM_AmpUnscaleAndCheck(s, threads); });
   }
-  // Two threads (wall time: the benchmark's CPU time counts the main thread only).
-  benchmark::RegisterBenchmark("amp_stream_copy/threads:2",
-                               [](benchmark::State& s) { BM_AmpStreamCopy(s, 2); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
-  for (const auto& t : kTargets) {
-    for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
-                            std::pair{Rounding::kStochastic, "stochastic"}}) {
-      benchmark::RegisterBenchmark(
-          (std::string("amp_cast_into/") + t.name + "/" + rname + "/threads:2").c_str(),
-          [t, r](benchmark::State& s) { run_cast(s, t.t, r, false, 2); })
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime();
-    }
-  }
-  for (const auto& t : kTargets) {
-    benchmark::RegisterBenchmark((std::string("amp_cast_amax/") + t.name + "/threads:2").c_str(),
-                                 [t](benchmark::State& s) {
-                                   run_cast(s, t.t, frugal::amp::Rounding::kNearestEven, true, 2);
-                                 })
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
-  }
-  benchmark::RegisterBenchmark("amp_unscale_and_check/threads:2",
-                               [](benchmark::State& s) { BM_AmpUnscaleAndCheck(s, 2); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
   for (const auto& t : kTargets) {
     for (auto [r, rname] : {std::pair{Rounding::kNearestEven, "rne"},
                             std::pair{Rounding::kStochastic, "stochastic"}}) {
@@ -219,18 +200,10 @@ const struct {
           [t, r](benchmark::State& s) { run_cast_in_cache(s, t.t, r); });
     }
   }
-  benchmark::RegisterBenchmark("amp_unscale_and_check",
-                               [](benchmark::State& s) { BM_AmpUnscaleAndCheck(s, 1); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("amp_gemm_f32_eigen/2048", BM_AmpGemmF32Eigen)
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+  register_pass("amp_gemm_f32_eigen/2048", BM_AmpGemmF32Eigen);
   for (const auto& t : {kTargets[0], kTargets[1], kTargets[2]}) {
-    benchmark::RegisterBenchmark((std::string("amp_gemm/") + t.name + "/2048").c_str(),
-                                 [t](benchmark::State& s) { BM_AmpGemm(s, t.t); })
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    register_pass(std::string("amp_gemm/") + t.name + "/2048",
+                  [t](benchmark::State& s) { BM_AmpGemm(s, t.t); });
   }
   return true;
 }();

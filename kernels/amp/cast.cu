@@ -40,8 +40,8 @@ __device__ __forceinline__ void cast_one(const float* __restrict__ x, Code<kFmt>
 // Work items: Philox blocks (stochastic) or elements (nearest even).
 template <int kFmt, bool kSR>
 __global__ void cast_kernel(const float* __restrict__ x, Code<kFmt>* __restrict__ y, int64_t n,
-                            int64_t items, float scale, Overflow ov, uint64_t seed,
-                            uint64_t offset, unsigned int* amax) {
+                            int64_t items, float scale, Overflow ov, uint64_t seed, uint64_t offset,
+                            unsigned int* amax) {
   constexpr int kBits = sr_bits<kFmt>();
   constexpr int kE = 128 / kBits, kK = 32 / kBits, kG = 8 * kE;
   const int64_t full = n / kG * kG;  // elements in full groups

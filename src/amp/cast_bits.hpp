@@ -31,16 +31,16 @@ struct SmallFloat {
   static constexpr uint32_t kInfCode = ((1u << kExp) - 1) << kMan;  // the all-ones exponent
   static constexpr uint32_t kMaxCode = kHasInf ? kInfCode - 1 : (kInfCode | kManMask) - 1;
   static constexpr uint32_t kMinNormal = static_cast<uint32_t>(127 - kBias + 1) << 23;  // fp32
-  static constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;  // in codes
+  static constexpr uint32_t kRebias = static_cast<uint32_t>(127 - kBias) << kMan;       // in codes
 };
 
 // The layout of format kFmt.
 template <int kFmt>
 using Layout = std::conditional_t<
     kFmt == kFmtF16, SmallFloat<5, 10, true>,
-    std::conditional_t<kFmt == kFmtBF16, SmallFloat<8, 7, true>,
-                       std::conditional_t<kFmt == kFmtE4M3, SmallFloat<4, 3, false>,
-                                          SmallFloat<5, 2, true>>>>;
+    std::conditional_t<
+        kFmt == kFmtBF16, SmallFloat<8, 7, true>,
+        std::conditional_t<kFmt == kFmtE4M3, SmallFloat<4, 3, false>, SmallFloat<5, 2, true>>>>;
 
 // Stochastic rounding draws R random bits per element, R = 16 for f16 / bf16 and 8 for fp8
 // (sr_bits). 16 bits are exact for bf16 (16 dropped bits) and f16 normals (13); elsewhere the

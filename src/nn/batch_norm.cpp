@@ -172,7 +172,8 @@ Tensor BatchNorm2d::backward(const Tensor& grad_out) {
   const TensorView gw =
       weight_ != nullptr && weight_->trainable ? weight_->grad.view() : TensorView{};
   const TensorView gb = bias_ != nullptr && bias_->trainable ? bias_->grad.view() : TensorView{};
-  return batch_norm2d_backward(amp::autocast_fp32(grad_out, ctx_), input_, w, mean_, invstd_, saved_training_, gw, gb, ctx_);
+  return batch_norm2d_backward(amp::autocast_fp32(grad_out, ctx_), input_, w, mean_, invstd_,
+                               saved_training_, gw, gb, ctx_);
 }
 
 }  // namespace frugal::nn

@@ -325,8 +325,8 @@ Tensor Conv2d::forward(const Tensor& x) {
   // operand already, or, when the policy keeps convolutions in f32, converted back exactly.
   const DType conv_low = amp::autocast_dtype(amp::OpClass::kConv);
   const bool low_input = x.dtype() != DType::kF32 && x.dtype() == conv_low;
-  low_ = (x.dtype() == DType::kF32 || low_input) && w.dtype() == DType::kF32 ? conv_low
-                                                                              : DType::kF32;
+  low_ =
+      (x.dtype() == DType::kF32 || low_input) && w.dtype() == DType::kF32 ? conv_low : DType::kF32;
   if (low_ == DType::kF32) {
     const Tensor xf = amp::autocast_fp32(x, ctx_);
     Tensor y = conv2d(xf, w, bias, params_, ctx_);

@@ -150,8 +150,9 @@ Tensor LayerNorm::backward(const Tensor& grad_output) {
   FRUGAL_REQUIRE(grad_output.defined(), "LayerNorm::backward", "grad_output is undefined");
   const bool train_w = weight_ && weight_->trainable;
   const bool train_b = bias_ && bias_->trainable;
-  return layer_norm_backward(amp::autocast_fp32(grad_output, ctx_), x_, weight_ ? weight_->value.cview() : ConstTensorView{},
-                             mean_, rstd_, train_w ? weight_->grad.view() : TensorView{},
+  return layer_norm_backward(amp::autocast_fp32(grad_output, ctx_), x_,
+                             weight_ ? weight_->value.cview() : ConstTensorView{}, mean_, rstd_,
+                             train_w ? weight_->grad.view() : TensorView{},
                              train_b ? bias_->grad.view() : TensorView{}, ctx_);
 }
 

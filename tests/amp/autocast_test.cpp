@@ -15,8 +15,8 @@
 #include "frugal/amp/policy.hpp"
 #include "frugal/core.hpp"
 #include "frugal/nn/activation.hpp"
-#include "frugal/nn/batch_norm.hpp"
 #include "frugal/nn/attention.hpp"
+#include "frugal/nn/batch_norm.hpp"
 #include "frugal/nn/conv.hpp"
 #include "frugal/nn/dropout.hpp"
 #include "frugal/nn/gpt.hpp"
@@ -179,8 +179,7 @@ TEST(Autocast, Conv2dRunsOnRoundedOperands) {
   // order of the fp32 sums differs; at most 72 terms of magnitude <= 1: 72 * 2^-24 * 72 < 4e-4.
   constexpr double kSumOrder = 4e-4;
   EXPECT_TRUE(all_close(y, nn::conv2d(r32(x), wr, conv.bias()->value, p), 0.0, kSumOrder));
-  EXPECT_TRUE(
-      all_close(gx, nn::conv2d_backward_input(r32(g), wr, x.shape(), p), 0.0, kSumOrder));
+  EXPECT_TRUE(all_close(gx, nn::conv2d_backward_input(r32(g), wr, x.shape(), p), 0.0, kSumOrder));
   Tensor gw = Tensor::zeros(conv.weight().value.shape());
   nn::conv2d_backward_weight(r32(g), r32(x), gw, p);
   EXPECT_TRUE(all_close(conv.weight().grad, gw, 0.0, kSumOrder));
@@ -371,9 +370,8 @@ TEST(Autocast, GeluOutputFeedsEveryFollowingLayer) {
   run(x4, conv, [] { return std::make_shared<nn::MaxPool2d>(2); });
   run(x4, conv, [] { return std::make_shared<nn::AvgPool2d>(2); });
   run(x4, conv, [] { return std::make_shared<nn::GlobalAvgPool2d>(); });
-  run(x4, conv, [] {
-    return std::make_shared<nn::Conv2d>(4, 2, 3, nn::Conv2dOptions{.padding = 1}, 6);
-  });
+  run(x4, conv,
+      [] { return std::make_shared<nn::Conv2d>(4, 2, 3, nn::Conv2dOptions{.padding = 1}, 6); });
   run(x4, conv, [] { return std::make_shared<nn::Flatten>(); });
   // The losses take low-precision predictions: MSE against an f32 target as the f32 values,
   // cross-entropy on bf16 logits (computed in float) as on their f32 values.

@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "frugal/core/io.hpp"
 #include "frugal/nn/activation.hpp"

@@ -532,8 +532,7 @@ FRUGAL_AMP_SIMD_INLINE __m512i pack_bytes_x64(__m512i c0, __m512i c1, __m512i c2
 // common-lane arithmetic for four vectors, one unsigned max over their dev to test the group,
 // and fp8_rne_x16 (every lane) for the vectors of a group that holds another lane.
 template <int kFmt, bool kAmax, bool kNT, class S>
-FRUGAL_AMP_SIMD_INLINE void fp8_rne_x64(const float* x, uint8_t* y, S vs, bool sat,
-                                        __m512i& vmax) {
+FRUGAL_AMP_SIMD_INLINE void fp8_rne_x64(const float* x, uint8_t* y, S vs, bool sat, __m512i& vmax) {
   constexpr uint32_t kFastMax = Layout<kFmt>::kMaxCode - (1u << Layout<kFmt>::kMan);
   __m512i d[4], c[4];
   for (int j = 0; j < 4; ++j) c[j] = fp8_rne_common_x16<kFmt, kAmax>(x + 16 * j, vs, vmax, d[j]);
