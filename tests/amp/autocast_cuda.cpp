@@ -3,12 +3,17 @@
 // (amp::gemm on oneDNN / Eigen) from the same parameters and inputs.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <vector>
 
 #include "frugal/amp.hpp"
 #include "frugal/core.hpp"
+#include "frugal/nn/activation.hpp"
 #include "frugal/nn/attention.hpp"
+#include "frugal/nn/batch_norm.hpp"
+#include "frugal/nn/conv.hpp"
 #include "frugal/nn/gpt.hpp"
+#include "frugal/nn/pool.hpp"
 #include "support/check.hpp"
 #include "support/gpu.hpp"
 #include "support/tolerance.hpp"
@@ -75,6 +80,37 @@ TEST(AutocastCuda, GptHeadMatchesCpu) {
   EXPECT_TRUE(all_close(lg.to(Device::cpu()), lc, 2e-2, 2e-3));
   EXPECT_TRUE(
       all_close(mg.wte().weight().grad.to(Device::cpu()), mc.wte().weight().grad, 2e-2, 2e-3));
+}
+
+TEST(AutocastCuda, GeluOutputFeedsTheFp32LayersAsOnTheCpu) {
+  // A GELU's bf16 output reaching the f32 layers (amp::autocast_fp32): the same layers on both
+  // devices from the same parameters give the same outputs and input gradients, up to the fp32
+  // sums of the GEMM before the GELU.
+  FRUGAL_REQUIRE_GPU();
+  const Tensor x = random_uniform({2, 3, 6, 6}, 31, -2.f, 2.f);
+  for (int which = 0; which < 3; ++which) {
+    const auto make = [&] {
+      auto seq = std::make_shared<nn::Sequential>();
+      seq->add(std::make_shared<nn::Conv2d>(3, 4, 3, nn::Conv2dOptions{.padding = 1}, 5));
+      seq->add(std::make_shared<nn::GELU>(nn::GeluApprox::kTanh));
+      if (which == 0) seq->add(std::make_shared<nn::BatchNorm2d>(4));
+      if (which == 1) seq->add(std::make_shared<nn::MaxPool2d>(2));
+      if (which == 2) seq->add(std::make_shared<nn::Residual>(std::make_shared<nn::ReLU>()));
+      return seq;
+    };
+    auto mc = make(), mg = make();
+    mg->to(Device::cuda());
+    Tensor yc, gc, yg, gg;
+    {
+      AmpContext ac;
+      yc = mc->forward(x);
+      gc = mc->backward(Tensor::full(yc.shape(), 1.0, yc.dtype()));
+      yg = mg->forward(x.to(Device::cuda()));
+      gg = mg->backward(Tensor::full(yg.shape(), 1.0, yg.dtype(), Device::cuda()));
+    }
+    EXPECT_TRUE(all_close(yg.to(Device::cpu()), yc, 2e-2, 2e-2)) << which;
+    EXPECT_TRUE(all_close(gg.to(Device::cpu()), gc, 2e-2, 2e-2)) << which;
+  }
 }
 
 }  // namespace
