@@ -139,20 +139,21 @@ GptRun run_gpt(const GptSetup& setup) {
     // The fraction of the bytes whose all-reduce was complete when backward ended, on the rank
     // that reached the end of backward last (it does not wait for a slower peer).
     const double steps_done = static_cast<double>(dp.stats().steps);
-    frugal::Tensor f = frugal::Tensor::from_vector(
+    frugal::Tensor hidden = frugal::Tensor::from_vector(
         std::vector<double>{static_cast<double>(dp.stats().hidden_bytes) /
-                                (steps_done * static_cast<double>(dp.stats().bytes_per_step)),
-                            mean_after_warmup(backwards) / 2},
-        {2});
-    frugal::Tensor hidden = f.slice(0, 0, 1).contiguous(), bwd = f.slice(0, 1, 2).contiguous();
+                            (steps_done * static_cast<double>(dp.stats().bytes_per_step))},
+        {1});
+    frugal::Tensor bwd =
+        frugal::Tensor::from_vector(std::vector<double>{mean_after_warmup(backwards) / 2}, {1});
     plain.allreduce(hidden.view(), fp::ReduceOp::kMax);
     plain.allreduce(bwd.view(), fp::ReduceOp::kSum);
     if (comm.rank() == 0) {
       out.step = mean_after_warmup(steps);
       out.backward = bwd.to_vector<double>()[0];
       out.wait = mean_after_warmup(waits);
-      out.exposed = mean_after_warmup(w.to_vector<double>());
-      out.exposed_median = median_after_warmup(w.to_vector<double>());
+      const std::vector<double> exposed = w.to_vector<double>();
+      out.exposed = mean_after_warmup(exposed);
+      out.exposed_median = median_after_warmup(exposed);
       out.hidden_bytes = hidden.to_vector<double>()[0];
       out.sent_bytes = dp.stats().sent_bytes_per_step;
     }

@@ -66,6 +66,7 @@ Row cnn_student_row(CnnVariant v) {
             std::shared_ptr<nn::TeacherEnsemble> teacher;
             std::vector<double> teacher_acc;
             double teacher_seconds = 0;
+            double ensemble_acc = 0;
             if (kd) {
               // The teachers: baseline CNNs, recipe as is, seeds S .. S + 2.
               std::vector<std::shared_ptr<nn::Module>> members;
@@ -85,9 +86,6 @@ Row cnn_student_row(CnnVariant v) {
                 members.push_back(t);
               }
               teacher = std::make_shared<nn::TeacherEnsemble>(members);
-            }
-            double ensemble_acc = 0;
-            if (kd) {
               nn::DataLoaderOptions lo;
               lo.batch_size = 256;
               ensemble_acc = 100 * nn::evaluate_accuracy(
@@ -131,7 +129,8 @@ Row cnn_student_row(CnnVariant v) {
                 " seeds";
             if (v != CnnVariant::kAlone) desc += "; random 1-pixel shifts of the training images";
             if (kd) {
-              desc += "; KD from the mean logits of 3 fp32 CNNs (test acc " +
+              desc += "; KD from the mean logits of " + std::to_string(kCnnTeachers) +
+                      " fp32 CNNs (test acc " +
                       short_number(std::round(10 * ensemble_acc) / 10) +
                       "%) on the same shifted images, T " + short_number(kCnnTemperature) +
                       ", alpha " + short_number(kCnnAlpha) + ", teacher forwards every step";

@@ -13,6 +13,15 @@
 namespace frugal::distill {
 namespace {
 
+/// A caller's gradient buffer: contiguous, with the student's shape, dtype and device.
+void require_grad_buffer(const char* op, TensorView grad_out, ConstTensorView student) {
+  FRUGAL_REQUIRE(grad_out.shape == student.shape && grad_out.dtype == student.dtype &&
+                     grad_out.device == student.device && grad_out.is_contiguous(),
+                 op, "grad must be a contiguous ", dtype_name(student.dtype), " tensor of shape ",
+                 student.shape, " on ", student.device.str(), ", got ", dtype_name(grad_out.dtype),
+                 " ", grad_out.shape, " on ", grad_out.device.str());
+}
+
 /// The shared entry: dense teacher when indices has no data, top-k otherwise; labels optional.
 /// `grad_out` with data: the caller's gradient buffer; without: a new tensor in the result.
 /// `lse` with data: the uniform-tail top-k teacher (row log-sum-exps at `temperature`).
@@ -67,11 +76,7 @@ KdResult kd_real(const char* op, ConstTensorView student, ConstTensorView teache
   KdResult res;
   TensorView grad = grad_out;
   if (grad_out.data != nullptr || grad_out.rank() != 0) {
-    FRUGAL_REQUIRE(grad_out.shape == student.shape && grad_out.dtype == student.dtype &&
-                       grad_out.device == student.device && grad_out.is_contiguous(),
-                   op, "grad must be a contiguous ", dtype_name(student.dtype), " tensor of shape ",
-                   student.shape, " on ", student.device.str(), ", got ",
-                   dtype_name(grad_out.dtype), " ", grad_out.shape, " on ", grad_out.device.str());
+    require_grad_buffer(op, grad_out, student);
   } else {
     res.grad_student = Tensor::empty(student.shape, student.dtype, student.device, ctx);
     grad = res.grad_student.view();
@@ -138,13 +143,7 @@ KdResult kd_impl(const char* op, ConstTensorView student, ConstTensorView teache
   const bool has_lse = lse.data != nullptr || lse.rank() != 0;
   if (has_lse) detail::require_like(op, student, "student", lse, "teacher lse");
   const bool has_grad = grad_out.data != nullptr || grad_out.rank() != 0;
-  if (has_grad) {
-    FRUGAL_REQUIRE(grad_out.shape == student.shape && grad_out.dtype == dt &&
-                       grad_out.device == student.device && grad_out.is_contiguous(),
-                   op, "grad must be a contiguous ", dtype_name(dt), " tensor of shape ",
-                   student.shape, " on ", student.device.str(), ", got ",
-                   dtype_name(grad_out.dtype), " ", grad_out.shape, " on ", grad_out.device.str());
-  }
+  if (has_grad) require_grad_buffer(op, grad_out, student);
   auto widen = [&](ConstTensorView v) {
     Tensor w = Tensor::empty(v.shape, DType::kF32, v.device, ctx);
     ::frugal::detail::copy(v, w.view(), ctx);
@@ -159,9 +158,7 @@ KdResult kd_impl(const char* op, ConstTensorView student, ConstTensorView teache
     ::frugal::detail::copy(r.grad_student.cview(), grad_out, ctx);
     r.grad_student = Tensor();
   } else {
-    Tensor g = Tensor::empty(student.shape, dt, student.device, ctx);
-    ::frugal::detail::copy(r.grad_student.cview(), g.view(), ctx);
-    r.grad_student = g;
+    r.grad_student = r.grad_student.to(dt, ctx);
   }
   return r;
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -206,7 +207,12 @@ TeacherCache TeacherCache::open(const std::string& dir) {
     const bool uniform = it != shards[0].metadata.end() && it->second == "uniform";
     if (uniform) {
       const auto t = shards[0].metadata.find("lse_temperature");
-      c.temperature_ = t == shards[0].metadata.end() ? 0.0 : std::stod(t->second);
+      // Missing or not a number (strtod stops early) reads as 0: refused below.
+      if (t != shards[0].metadata.end() && !t->second.empty()) {
+        char* end = nullptr;
+        const double v = std::strtod(t->second.c_str(), &end);
+        c.temperature_ = *end == '\0' ? v : 0.0;
+      }
       if (!(c.temperature_ > 0.0) || c.top_k_ <= 0) {
         ::frugal::detail::fail(ErrorCode::kIoError, op, first_path,
                                ": a uniform-tail cache needs top_k > 0 and lse_temperature > 0");
@@ -486,8 +492,7 @@ Tensor RandomShift::forward(const Tensor& input) {
   const Uint2 key = Philox4x32::key_of(seed_);
   last_shifts_.assign(static_cast<std::size_t>(2 * n), 0);
   for (int64_t j = 0; j < n; ++j, ++drawn_) {
-    const Uint4 r = Philox4x32::generate(
-        Uint4{static_cast<uint32_t>(drawn_), static_cast<uint32_t>(drawn_ >> 32), 0, 0}, key);
+    const Uint4 r = Philox4x32::generate(philox_counter(drawn_, 0), key);
     last_shifts_[static_cast<std::size_t>(2 * j)] =
         static_cast<int32_t>(r.x % span) - static_cast<int32_t>(max_shift_);
     last_shifts_[static_cast<std::size_t>(2 * j + 1)] =

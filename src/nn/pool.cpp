@@ -211,7 +211,8 @@ Tensor MaxPool2d::forward(const Tensor& in) {
 
 Tensor MaxPool2d::backward(const Tensor& grad_out) {
   FRUGAL_REQUIRE(indices_.defined(), "MaxPool2d", "backward called before forward");
-  return max_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), indices_, input_shape_, params_, ctx_);
+  return max_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), indices_, input_shape_, params_,
+                             ctx_);
 }
 
 AvgPool2d::AvgPool2d(Size2 kernel, Size2 stride, Size2 padding, bool count_include_pad)
@@ -231,7 +232,8 @@ Tensor AvgPool2d::forward(const Tensor& in) {
 
 Tensor AvgPool2d::backward(const Tensor& grad_out) {
   FRUGAL_REQUIRE(has_input_, "AvgPool2d", "backward called before forward");
-  return avg_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), input_shape_, params_, count_include_pad_, ctx_);
+  return avg_pool2d_backward(amp::autocast_fp32(grad_out, ctx_), input_shape_, params_,
+                             count_include_pad_, ctx_);
 }
 
 Tensor GlobalAvgPool2d::forward(const Tensor& in) {

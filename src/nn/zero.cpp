@@ -228,22 +228,23 @@ OptimizerState reshard(const std::string& path, int k_old, const ZeroOptimizer& 
   const int64_t lo = opt.rank() * s_new, hi = std::min(n, lo + s_new);
   // The old shards overlapping [lo, hi) (every one when the range is empty: this rank holds
   // padding only, and still needs the scalars), all checked to exist before any is read.
-  std::vector<int> needed;
+  struct OldShard {
+    int rank;
+    int64_t lo, hi;  // its range [lo, hi) of the unsharded vector
+    std::string file;
+  };
+  std::vector<OldShard> needed;
   for (int r = 0; r < k_old; ++r) {
     const int64_t olo = r * s_old, ohi = std::min(n, olo + s_old);
-    if (lo >= hi || (ohi > lo && olo < hi)) needed.push_back(r);
-  }
-  for (int r : needed) {
-    const std::string file = zero_shard_path(path, r, k_old);
-    if (!std::filesystem::exists(file))
-      detail::fail(ErrorCode::kIoError, op, file, " does not exist (the shard set of ", k_old,
-                   " ranks is incomplete)");
+    if (lo < hi && (ohi <= lo || olo >= hi)) continue;
+    needed.push_back({r, olo, ohi, zero_shard_path(path, r, k_old)});
+    if (!std::filesystem::exists(needed.back().file))
+      detail::fail(ErrorCode::kIoError, op, needed.back().file,
+                   " does not exist (the shard set of ", k_old, " ranks is incomplete)");
   }
   OptimizerState out;
   bool first = true;
-  for (int r : needed) {
-    const int64_t olo = r * s_old, ohi = std::min(n, olo + s_old);
-    const std::string file = zero_shard_path(path, r, k_old);
+  for (const auto& [r, olo, ohi, file] : needed) {
     const OptimizerState st = read_shard(file, r, k_old, opt);
     if (first) {
       out.scalars = st.scalars;
@@ -255,7 +256,7 @@ OptimizerState reshard(const std::string& path, int k_old, const ZeroOptimizer& 
       first = false;
     }
     FRUGAL_REQUIRE(st.scalars == out.scalars && st.tensors.size() == out.tensors.size(), op, file,
-                   " holds other scalars or slots than ", zero_shard_path(path, 0, k_old));
+                   " holds other scalars or slots than ", needed.front().file);
     for (const auto& [name, t] : st.tensors) {
       auto it = out.tensors.find(name);
       FRUGAL_REQUIRE(it != out.tensors.end() && t.rank() == 1 && t.numel() == s_old &&
@@ -283,8 +284,8 @@ void load_zero_shard(const std::string& path, ZeroOptimizer& opt, const ExecCont
   // No shards for this world size: reshard the one saved set (DeepSpeed's universal checkpoint).
   const std::vector<int> sizes = saved_world_sizes(path);
   if (sizes.empty())
-    detail::fail(ErrorCode::kIoError, op, file, " does not exist and no other shard set of ",
-                 path, " does either");
+    detail::fail(ErrorCode::kIoError, op, file, " does not exist and no other shard set of ", path,
+                 " does either");
   if (sizes.size() > 1) {
     std::string list;
     for (int s : sizes) list += (list.empty() ? "" : ", ") + std::to_string(s);

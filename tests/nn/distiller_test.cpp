@@ -605,6 +605,19 @@ TEST(TeacherCache, UniformTailStoresTheLseAndIsTiedToItsTemperature) {
       }
     }
   }
+  // A uniform-tail cache whose lse_temperature is not a number: an IoError.
+  {
+    const std::string first = (dir / "teacher_0.safetensors").string();
+    SafetensorsFile f = load_safetensors(first);
+    f.metadata["lse_temperature"] = "two";
+    save_safetensors(first, f);
+    try {
+      TeacherCache::open(dir.string());
+      ADD_FAILURE() << "opened a cache with a bad lse_temperature";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kIoError) << e.what();
+    }
+  }
   co.temperature = 0.0;  // uniform without a temperature
   EXPECT_THROW(TeacherCache::build(*teacher, *data, dir.string(), co), Error);
   std::filesystem::remove_all(dir);
