@@ -26,29 +26,20 @@ namespace lr = frugal::lowrank;
 
 /// How a variant factorizes.
 struct Plan {
-  std::string variant;            ///< "low-rank 90% + FT"
-  lr::RankPolicy policy;          ///< the rank rule
-  std::vector<std::string> skip;  ///< layers left dense
-  std::string what;               ///< the policy in words, for the description
-  nn::ConvFactorization conv = nn::ConvFactorization::kTucker2;
-  nn::EnergySource source = nn::EnergySource::kWeights;
-  nn::Tucker2Energy tucker2_energy = nn::Tucker2Energy::kPerMode;
-  bool global_normalized = false;
-  bool linear_as_conv = false;
+  std::string variant;    ///< "low-rank 90% + FT"
+  lr::RankPolicy policy;  ///< the rank rule
+  std::string what;       ///< the policy in words, for the description
+  /// Layers left dense, convolution method, energy source...; without calibration (options_of
+  /// adds it for kResponses).
+  nn::FactorizeOptions options{};
 };
 
 /// Calibration rows for response energy: the first 512 training inputs (fixed, not tuned).
 constexpr int64_t kCalibrationRows = 512;
 
 nn::FactorizeOptions options_of(const Plan& plan, const frugal::Tensor& calibration) {
-  nn::FactorizeOptions f;
-  f.skip = plan.skip;
-  f.conv = plan.conv;
-  f.energy_source = plan.source;
-  f.tucker2_energy = plan.tucker2_energy;
-  f.global_normalized = plan.global_normalized;
-  f.linear_as_conv = plan.linear_as_conv;
-  if (plan.source == nn::EnergySource::kResponses) f.calibration = calibration;
+  nn::FactorizeOptions f = plan.options;
+  if (f.energy_source == nn::EnergySource::kResponses) f.calibration = calibration;
   return f;
 }
 
@@ -300,86 +291,62 @@ Record gpt_variant(const Env& env, const Plan& plan) {
   return rec;
 }
 
-const Plan kEnergy90{"low-rank 90% + FT",
-                     lr::RankPolicy::energy(0.9),
-                     {},
+const Plan kEnergy90{"low-rank 90% + FT", lr::RankPolicy::energy(0.9),
                      "at 90% energy per layer (Tucker-2 per channel mode)"};
 // (a) one energy budget over all factorized layers, ranks allocated by energy per parameter.
-const Plan kGlobal90{"global 90% + FT",
-                     lr::RankPolicy::global_energy(0.9),
-                     {},
+const Plan kGlobal90{"global 90% + FT", lr::RankPolicy::global_energy(0.9),
                      "at 90% of the summed energy of all layers (greedy by energy per parameter; "
                      "Tucker-2 by core energy)"};
 // (b) response energy: the spectrum of the layer outputs on 512 training inputs (GPT: 16
 // windows); convolutions by the response channel decomposition (Zhang et al. 2015).
-Plan response90() {
-  Plan p{"response 90% + FT",
-         lr::RankPolicy::energy(0.9),
-         {},
-         "at 90% of the output second moment per layer on calibration data"};
-  p.conv = nn::ConvFactorization::kChannel;
-  p.source = nn::EnergySource::kResponses;
-  return p;
-}
+const Plan kResponse90{.variant = "response 90% + FT",
+                       .policy = lr::RankPolicy::energy(0.9),
+                       .what = "at 90% of the output second moment per layer on calibration data",
+                       .options = {.conv = nn::ConvFactorization::kChannel,
+                                   .energy_source = nn::EnergySource::kResponses}};
 // (a) + (b): one budget over all layers of response energy, each layer normalized to 1.
-Plan global_response90() {
-  Plan p{"global response 90% + FT",
-         lr::RankPolicy::global_energy(0.9),
-         {},
-         "at 90% of the mean per-layer output energy (greedy by energy per parameter)"};
-  p.conv = nn::ConvFactorization::kChannel;
-  p.source = nn::EnergySource::kResponses;
-  p.global_normalized = true;
-  return p;
-}
+const Plan kGlobalResponse90{
+    .variant = "global response 90% + FT",
+    .policy = lr::RankPolicy::global_energy(0.9),
+    .what = "at 90% of the mean per-layer output energy (greedy by energy per parameter)",
+    .options = {.conv = nn::ConvFactorization::kChannel,
+                .energy_source = nn::EnergySource::kResponses,
+                .global_normalized = true}};
 // (d) data-aware Tucker-2 at 90% response energy per layer: both channel modes from the data
 // (output mode: response PCA, Zhang et al. 2015; input mode: the inputs' channel PCA), the
 // cheapest rank pair keeping 90% of the output variance; the classifier, which reads the
 // flattened 32 x 4 x 4 map, as a 4 x 4 convolution over it (Long et al. 2015).
-Plan cnn_tucker2_response90() {
-  Plan p{"tucker2 response 90% + FT",
-         lr::RankPolicy::energy(0.9),
-         {},
-         "at 90% of the output variance per layer, data-aware Tucker-2 (classifier read as a "
-         "4x4 conv)"};
-  p.conv = nn::ConvFactorization::kTucker2;
-  p.source = nn::EnergySource::kResponses;
-  p.linear_as_conv = true;
-  return p;
-}
+const Plan kCnnTucker2Response90{
+    .variant = "tucker2 response 90% + FT",
+    .policy = lr::RankPolicy::energy(0.9),
+    .what =
+        "at 90% of the output variance per layer, data-aware Tucker-2 (classifier read as a "
+        "4x4 conv)",
+    .options = {.conv = nn::ConvFactorization::kTucker2,
+                .energy_source = nn::EnergySource::kResponses,
+                .linear_as_conv = true}};
 // (c) convolution alternatives at 90% weight energy per layer.
-Plan cnn_tucker2_core90() {
-  Plan p{"tucker2-core 90% + FT",
-         lr::RankPolicy::energy(0.9),
-         {},
-         "at 90% energy per layer, Tucker-2 energy = kept by the truncated core"};
-  p.tucker2_energy = nn::Tucker2Energy::kCore;
-  return p;
-}
-Plan cnn_channel90() {
-  Plan p{"channel-svd 90% + FT",
-         lr::RankPolicy::energy(0.9),
-         {},
-         "at 90% energy per layer, convs by channel SVD (kxk to r, 1x1)"};
-  p.conv = nn::ConvFactorization::kChannel;
-  return p;
-}
-Plan cnn_spatial90() {
-  Plan p{"spatial-svd 90% + FT",
-         lr::RankPolicy::energy(0.9),
-         {},
-         "at 90% energy per layer, convs by spatial SVD (kx1, 1xk)"};
-  p.conv = nn::ConvFactorization::kSpatial;
-  return p;
-}
+const Plan kCnnTucker2Core90{
+    .variant = "tucker2-core 90% + FT",
+    .policy = lr::RankPolicy::energy(0.9),
+    .what = "at 90% energy per layer, Tucker-2 energy = kept by the truncated core",
+    .options = {.tucker2_energy = nn::Tucker2Energy::kCore}};
+const Plan kCnnChannel90{.variant = "channel-svd 90% + FT",
+                         .policy = lr::RankPolicy::energy(0.9),
+                         .what = "at 90% energy per layer, convs by channel SVD (kxk to r, 1x1)",
+                         .options = {.conv = nn::ConvFactorization::kChannel}};
+const Plan kCnnSpatial90{.variant = "spatial-svd 90% + FT",
+                         .policy = lr::RankPolicy::energy(0.9),
+                         .what = "at 90% energy per layer, convs by spatial SVD (kx1, 1xk)",
+                         .options = {.conv = nn::ConvFactorization::kSpatial}};
 // Where 90% energy does not halve the factorized parameters: rank for a 2x compression. The
 // CNN keeps its 1-channel first conv (144 parameters) and its 10-class classifier dense: at 2x
 // the classifier would keep rank 4 of 10 and the first conv rank 2 of 16 (docs/lowrank.md).
 const Plan kCnn2x{"low-rank 2x + FT",
                   lr::RankPolicy::compression(2.0),
-                  {"0", "8"},
-                  "at 2x compression of the second conv"};
-const Plan kGpt2x{"low-rank 2x + FT", lr::RankPolicy::compression(2.0), {}, "at 2x compression"};
+                  "at 2x compression of the second conv",
+                  {.skip = {"0", "8"}}};
+const Plan kGpt2x{"low-rank 2x + FT", lr::RankPolicy::compression(2.0), "at 2x compression"};
 
 /// FRUGAL_LOWRANK_VARIANTS (comma-separated substrings of variant names) keeps only the
 /// matching rows; unset: all. For development runs.
@@ -417,20 +384,20 @@ std::vector<Row> lowrank_rows() {
   };
   mlp(kEnergy90);
   mlp(kGlobal90);
-  mlp(response90());
-  mlp(global_response90());
+  mlp(kResponse90);
+  mlp(kGlobalResponse90);
   cnn(kEnergy90);
-  cnn(cnn_tucker2_core90());
-  cnn(cnn_channel90());
-  cnn(cnn_spatial90());
+  cnn(kCnnTucker2Core90);
+  cnn(kCnnChannel90);
+  cnn(kCnnSpatial90);
   cnn(kGlobal90);
-  cnn(response90());
-  cnn(global_response90());
-  cnn(cnn_tucker2_response90());
+  cnn(kResponse90);
+  cnn(kGlobalResponse90);
+  cnn(kCnnTucker2Response90);
   cnn(kCnn2x);
   gpt(kEnergy90);
   gpt(kGlobal90);
-  gpt(response90());
+  gpt(kResponse90);
   gpt(kGpt2x);
   return rows;
 }

@@ -40,29 +40,45 @@ void set_value(Parameter& p, const Tensor& value, const ExecContext& ctx) {
   p.value.copy_from(value.reshape(p.value.shape()), ctx);
 }
 
+/// The second layer's bias: the layer's (if any) plus `shift` (if defined); undefined if neither.
+Tensor pair_bias(Parameter* bias, const Tensor& shift, const ExecContext& ctx) {
+  if (!shift.defined()) return bias != nullptr ? bias->value : Tensor();
+  if (bias == nullptr) return shift;
+  return add(bias->value, shift.reshape(bias->value.shape()), ctx);
+}
+
+/// Two Linears (in -> r, no bias; r -> out, the layer's bias plus `shift`) with weights first
+/// (r, in) and second (out, r).
+std::shared_ptr<Sequential> linear_pair(Linear& layer, const Tensor& first, const Tensor& second,
+                                        const Tensor& shift, const ExecContext& ctx) {
+  const Tensor& w = layer.weight().value;
+  const int64_t m = w.dim(0), n = w.dim(1), r = first.dim(0);
+  const Tensor bias = pair_bias(layer.bias(), shift, ctx);
+  auto a = std::make_shared<Linear>(n, r, false, 0, w.dtype());
+  auto b = std::make_shared<Linear>(r, m, bias.defined(), 0, w.dtype());
+  a->to(w.device(), ctx);
+  b->to(w.device(), ctx);
+  set_value(a->weight(), first, ctx);
+  set_value(b->weight(), second, ctx);
+  if (bias.defined()) set_value(*b->bias(), bias, ctx);
+  a->set_context(layer.context());
+  b->set_context(layer.context());
+  auto seq = std::make_shared<FactorizedSequential>("LowRankLinear");
+  seq->add(a).add(b);
+  return seq;
+}
+
 /// The Sequential of factorize_linear from a thin SVD (all k triplets) of the weight.
 std::shared_ptr<Sequential> linear_from_svd(Linear& layer, const lowrank::SvdResult& f,
                                             int64_t rank, const ExecContext& ctx) {
   const Tensor& w = layer.weight().value;
-  const int64_t m = w.dim(0), n = w.dim(1);
   std::vector<double> root = f.s.slice(0, 0, rank).contiguous(ctx).to_vector<double>();
   for (double& v : root) v = std::sqrt(v);
   const Tensor d = diag_tensor(root, w.dtype(), w.device(), ctx);
   // W1 = S^1/2 V^T (r, n), W2 = U S^1/2 (m, r).
   const Tensor w1 = gemm(d, f.vt.slice(0, 0, rank), {}, ctx);
   const Tensor w2 = gemm(f.u.slice(1, 0, rank), d, {}, ctx);
-  auto first = std::make_shared<Linear>(n, rank, false, 0, w.dtype());
-  auto second = std::make_shared<Linear>(rank, m, layer.bias() != nullptr, 0, w.dtype());
-  first->to(w.device(), ctx);
-  second->to(w.device(), ctx);
-  set_value(first->weight(), w1, ctx);
-  set_value(second->weight(), w2, ctx);
-  if (layer.bias() != nullptr) set_value(*second->bias(), layer.bias()->value, ctx);
-  first->set_context(layer.context());
-  second->set_context(layer.context());
-  auto seq = std::make_shared<FactorizedSequential>("LowRankLinear");
-  seq->add(first).add(second);
-  return seq;
+  return linear_pair(layer, w1, w2, Tensor(), ctx);
 }
 
 /// A Conv2d on `device` whose weight (and bias) are `weight` (and `bias`, if defined).
@@ -133,49 +149,29 @@ std::shared_ptr<Sequential> conv_from_cp(Conv2d& layer, const lowrank::CpResult&
   return seq;
 }
 
-/// Two Linears (in -> r, no bias; r -> out, the layer's bias) with weights first (r, in) and
-/// second (out, r).
-/// The second layer's bias: the layer's (if any) plus `shift` (if defined); undefined if neither.
-Tensor pair_bias(Parameter* bias, const Tensor& shift, const ExecContext& ctx) {
-  if (!shift.defined()) return bias != nullptr ? bias->value : Tensor();
-  if (bias == nullptr) return shift;
-  return add(bias->value, shift.reshape(bias->value.shape()), ctx);
-}
-
-std::shared_ptr<Sequential> linear_pair(Linear& layer, const Tensor& first, const Tensor& second,
-                                        const Tensor& shift, const ExecContext& ctx) {
+/// A conv with `layer`'s kernel size, stride, padding and dilation, dtype and device, weight
+/// `weight` (out, in, kh, kw) and bias `bias` (none when undefined).
+std::shared_ptr<Conv2d> conv_like(Conv2d& layer, const Tensor& weight, const Tensor& bias,
+                                  const ExecContext& ctx) {
   const Tensor& w = layer.weight().value;
-  const int64_t m = w.dim(0), n = w.dim(1), r = first.dim(0);
-  const Tensor bias = pair_bias(layer.bias(), shift, ctx);
-  auto a = std::make_shared<Linear>(n, r, false, 0, w.dtype());
-  auto b = std::make_shared<Linear>(r, m, bias.defined(), 0, w.dtype());
-  a->to(w.device(), ctx);
-  b->to(w.device(), ctx);
-  set_value(a->weight(), first, ctx);
-  set_value(b->weight(), second, ctx);
-  if (bias.defined()) set_value(*b->bias(), bias, ctx);
-  a->set_context(layer.context());
-  b->set_context(layer.context());
-  auto seq = std::make_shared<FactorizedSequential>("LowRankLinear");
-  seq->add(a).add(b);
-  return seq;
+  const Conv2dParams& p = layer.params();
+  return make_conv(
+      weight.dim(1), weight.dim(0), layer.kernel_size(),
+      Conv2dOptions{
+          .stride = p.stride, .padding = p.padding, .dilation = p.dilation, .bias = bias.defined()},
+      weight, bias, w.dtype(), w.device(), ctx);
 }
 
 /// A kh x kw conv C_in -> r (the layer's stride, padding, dilation) then a 1x1 conv r -> C_out
-/// (the layer's bias): weights first (r, C_in, kh, kw) and second (C_out, r, 1, 1).
+/// (the layer's bias plus `shift`): weights first (r, C_in, kh, kw) and second (C_out, r, 1, 1).
 std::shared_ptr<Sequential> conv_channel_pair(Conv2d& layer, const Tensor& first,
                                               const Tensor& second, const Tensor& shift,
-                                              const char* kind, const ExecContext& ctx) {
+                                              const ExecContext& ctx) {
   const Tensor& w = layer.weight().value;
-  const int64_t co = w.dim(0), ci = w.dim(1), r = first.dim(0);
-  const Conv2dParams& p = layer.params();
+  const int64_t co = w.dim(0), r = first.dim(0);
   const Tensor bias = pair_bias(layer.bias(), shift, ctx);
-  auto seq = std::make_shared<FactorizedSequential>(kind);
-  seq->add(make_conv(
-      ci, r, layer.kernel_size(),
-      Conv2dOptions{
-          .stride = p.stride, .padding = p.padding, .dilation = p.dilation, .bias = false},
-      first, {}, w.dtype(), w.device(), ctx));
+  auto seq = std::make_shared<FactorizedSequential>("ChannelConv2d");
+  seq->add(conv_like(layer, first, {}, ctx));
   seq->add(make_conv(r, co, 1, Conv2dOptions{.bias = bias.defined()}, second.reshape({co, r, 1, 1}),
                      bias, w.dtype(), w.device(), ctx));
   seq->set_context(layer.context());
@@ -208,20 +204,19 @@ std::shared_ptr<Sequential> conv_from_spatial(Conv2d& layer, const lowrank::Conv
   return seq;
 }
 
-/// The layer's outputs without bias on `inputs`, one row per sample (Linear: (rows, out)) or per
-/// output position and image (Conv2d: (N H_out W_out, C_out)).
+/// Rows (N H W, C) of maps (N, C, H, W): one row per image and position.
+Tensor channel_rows(const Tensor& x, const ExecContext& ctx) {
+  return x.contiguous(ctx).transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, x.dim(1)});
+}
+
+/// The outputs without bias on `inputs` of `layer` with kernel `w`, one row per output position
+/// and image: (N H_out W_out, C_out).
 Tensor kernel_responses(Conv2d& layer, const Tensor& w, const Tensor& inputs,
                         const ExecContext& ctx) {
-  const Conv2dParams& p = layer.params();
-  auto c = make_conv(
-      w.dim(1), w.dim(0), layer.kernel_size(),
-      Conv2dOptions{
-          .stride = p.stride, .padding = p.padding, .dilation = p.dilation, .bias = false},
-      w, {}, w.dtype(), w.device(), ctx);
+  auto c = conv_like(layer, w, {}, ctx);
   c->set_context(layer.context());
   c->train(false);
-  const Tensor y = c->forward(inputs);  // (N, C_out, H, W)
-  return y.transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, w.dim(0)});
+  return channel_rows(c->forward(inputs), ctx);  // from (N, C_out, H, W)
 }
 
 Tensor conv_responses(Conv2d& layer, const Tensor& inputs, const ExecContext& ctx) {
@@ -229,11 +224,6 @@ Tensor conv_responses(Conv2d& layer, const Tensor& inputs, const ExecContext& ct
 }
 
 // ---- data-aware Tucker-2 (tucker2_response_table) ----------------------------------------------
-
-/// Rows (N H W, C) of maps (N, C, H, W): one row per image and position.
-Tensor channel_rows(const Tensor& x, const ExecContext& ctx) {
-  return x.contiguous(ctx).transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, x.dim(1)});
-}
 
 /// a - 1 mu^T for a (rows, cols) and mu (1, cols): a rank-1 update through gemm.
 Tensor center_rows(const Tensor& a, const Tensor& mu, const ExecContext& ctx) {
@@ -246,10 +236,8 @@ Tensor center_rows(const Tensor& a, const Tensor& mu, const ExecContext& ctx) {
 /// The input-channel mode product of a kernel w (C_out, C_in, kh, kw) with m (C_in, k):
 /// out[o, j, :, :] = sum_c w[o, c, :, :] m[c, j], shape (C_out, k, kh, kw).
 Tensor kernel_in_product(const Tensor& w, const Tensor& m, const ExecContext& ctx) {
-  const int64_t co = w.dim(0), ci = w.dim(1), kh = w.dim(2), kw = w.dim(3), k = m.dim(1);
-  const Tensor rows =
-      w.contiguous(ctx).transpose(1, 2).transpose(2, 3).contiguous(ctx).reshape({-1, ci});
-  return gemm(rows, m, {}, ctx)
+  const int64_t co = w.dim(0), kh = w.dim(2), kw = w.dim(3), k = m.dim(1);
+  return gemm(channel_rows(w, ctx), m, {}, ctx)  // (C_out kh kw, C_in) x (C_in, k)
       .reshape({co, kh, kw, k})
       .transpose(2, 3)
       .transpose(1, 2)
@@ -358,16 +346,11 @@ double append_tucker2_response(Conv2d& layer, const Tucker2ResponseTable& t, con
   const Tensor kept_mean =
       full_out ? zbar : gemm(u, gemm(u, zbar, GemmOptions{.trans_a = true}, ctx), {}, ctx);
   const Tensor bias = pair_bias(layer.bias(), sub(ybar, kept_mean, ctx).reshape({co}), ctx);
-  const Conv2dParams& cp = layer.params();
   if (!full_in) {
     seq.add(make_conv(ci, ri, 1, Conv2dOptions{.bias = false}, p.t().contiguous(ctx), {}, w.dtype(),
                       w.device(), ctx));
   }
-  seq.add(make_conv(
-      ri, ro, layer.kernel_size(),
-      Conv2dOptions{
-          .stride = cp.stride, .padding = cp.padding, .dilation = cp.dilation, .bias = full_out},
-      core, full_out ? bias : Tensor(), w.dtype(), w.device(), ctx));
+  seq.add(conv_like(layer, core, full_out ? bias : Tensor(), ctx));
   if (!full_out) {
     seq.add(make_conv(ro, co, 1, Conv2dOptions{.bias = true}, u, bias, w.dtype(), w.device(), ctx));
   }
@@ -901,17 +884,15 @@ struct Rewriter {
             lowrank::project_output(w, s.basis.u.slice(1, 0, r), s.basis.mean, ctx);
         rep.relative_error = f.relative_error;
         rep.energy_kept = kept_fraction(s.s, r);
-        return conv_channel_pair(c, f.first, f.second, adds_bias ? f.bias_shift : Tensor(),
-                                 "ChannelConv2d", ctx);
+        return conv_channel_pair(c, f.first, f.second, adds_bias ? f.bias_shift : Tensor(), ctx);
       }
       const lowrank::ConvSvdResult f = s.method == Method::kChannel
                                            ? lowrank::channel_svd(w, r, ctx)
                                            : lowrank::spatial_svd(w, r, ctx);
       rep.relative_error = f.relative_error;
       rep.energy_kept = 1.0 - f.relative_error * f.relative_error;
-      return s.method == Method::kChannel
-                 ? conv_channel_pair(c, f.first, f.second, Tensor(), "ChannelConv2d", ctx)
-                 : conv_from_spatial(c, f, ctx);
+      return s.method == Method::kChannel ? conv_channel_pair(c, f.first, f.second, Tensor(), ctx)
+                                          : conv_from_spatial(c, f, ctx);
     }
     if (s.method == Method::kCp) {
       // CP has one rank: the larger of the two channel-mode ranks (a heuristic, docs/lowrank.md).
@@ -1015,7 +996,7 @@ std::shared_ptr<Sequential> factorize_conv_channel(Conv2d& layer, int64_t rank,
                                                    const ExecContext& ctx) {
   require_dense_conv("factorize_conv_channel", layer);
   const lowrank::ConvSvdResult f = lowrank::channel_svd(layer.weight().value, rank, ctx);
-  return conv_channel_pair(layer, f.first, f.second, Tensor(), "ChannelConv2d", ctx);
+  return conv_channel_pair(layer, f.first, f.second, Tensor(), ctx);
 }
 
 std::shared_ptr<Sequential> factorize_conv_spatial(Conv2d& layer, int64_t rank,
@@ -1051,11 +1032,8 @@ std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor&
                                                     int64_t rank, bool centered,
                                                     const ExecContext& ctx) {
   const char* op = "factorize_conv_response";
-  require_dense_conv(op, layer);
+  check_response_inputs(op, layer, inputs);
   const Tensor& w = layer.weight().value;
-  FRUGAL_REQUIRE(
-      inputs.defined() && inputs.rank() == 4 && inputs.numel() > 0 && inputs.dim(1) == w.dim(1), op,
-      "inputs must be non-empty (N, ", w.dim(1), ", H, W)");
   FRUGAL_REQUIRE(rank >= 1 && rank <= w.dim(0), op, "rank ", rank,
                  " outside [1, C_out = ", w.dim(0), "]");
   const lowrank::ResponseBasis b =
@@ -1064,8 +1042,7 @@ std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor&
                  " response directions");
   const lowrank::ProjectedFactors f =
       lowrank::project_output(w, b.u.slice(1, 0, rank), b.mean, ctx);
-  return conv_channel_pair(layer, f.first, f.second, centered ? f.bias_shift : Tensor(),
-                           "ChannelConv2d", ctx);
+  return conv_channel_pair(layer, f.first, f.second, centered ? f.bias_shift : Tensor(), ctx);
 }
 
 Tucker2ResponseTable tucker2_response_table(Conv2d& layer, const Tensor& inputs,

@@ -88,7 +88,7 @@ std::shared_ptr<Sequential> factorize_linear_response(Linear& layer, const Tenso
 /// Response factorization of a Conv2d (Zhang et al. 2015 channel decomposition): U_r from the
 /// layer's outputs (without bias) on `inputs` (N, C_in, H, W), one sample per output position;
 /// then a kh x kw conv C_in -> r (weight U_r^T W) and a 1x1 conv r -> C_out (weight U_r, bias).
-/// Needs groups == 1 and 1 <= rank <= C_out.
+/// Needs groups == 1, inputs of the layer's dtype and device, and 1 <= rank <= C_out.
 /// `centered` as for factorize_linear_response.
 std::shared_ptr<Sequential> factorize_conv_response(Conv2d& layer, const Tensor& inputs,
                                                     int64_t rank, bool centered = true,
